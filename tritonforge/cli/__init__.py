@@ -1,0 +1,1 @@
+"""The `tritonforge` command line: thin commands over the library packages."""

@@ -1,0 +1,1 @@
+"""Conversions from a PyTorch model to a Triton model repository: export, verify, write configs and versions."""

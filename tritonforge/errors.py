@@ -1,0 +1,110 @@
+"""Typed errors for every tritonforge package, split by what the user must do about them.
+
+    try:
+        client.infer("digits", {"image": batch})
+    except ModelNotReadyError as exc:  # a ClientError
+        ...
+
+The tree:
+
+    TritonForgeError                 root: the CLI prints "<Class>: <message>" and exits 1
+    ├── ConfigError                  bad input from the user: fix the argument, file or config
+    ├── ConversionError              an export/quantize/build step failed (log_path, repro_cmd)
+    │   └── ParityError              the converted model disagrees with the source model
+    ├── ServerError                  the embedded tritonserver did not start or a model did not load
+    ├── ClientError                  a gRPC call to Triton failed
+    │   ├── InvalidInputError        the request does not match the model's inputs (never retried)
+    │   ├── ServerUnavailableError   nothing answers at the URL (retried with backoff)
+    │   ├── ModelNotReadyError       the model is unknown or not loaded
+    │   ├── InferenceTimeoutError    the call's deadline passed
+    │   └── InferenceError           the server ran the request and reported an error
+    └── SLOViolationError            a load test missed its service-level objectives
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class TritonForgeError(Exception):
+    """Root of every error tritonforge raises on purpose."""
+
+
+class ConfigError(TritonForgeError):
+    """The user's input (argument, file, model config) is invalid; the message says how to fix it."""
+
+
+class ConversionError(TritonForgeError):
+    """A conversion step failed.
+
+    Attributes:
+        log_path: where the step's full log was written, if anywhere.
+        repro_cmd: a command that reproduces the failure, if one exists.
+    """
+
+    def __init__(self, message: str, *, log_path: Path | None = None, repro_cmd: str | None = None) -> None:
+        self.log_path = log_path
+        self.repro_cmd = repro_cmd
+        details = []
+        if log_path is not None:
+            details.append(f"log: {log_path}")
+        if repro_cmd is not None:
+            details.append(f"reproduce: {repro_cmd}")
+        super().__init__(message + (f" ({'; '.join(details)})" if details else ""))
+
+
+class ParityError(ConversionError):
+    """The exported model's outputs differ from the source model's beyond the tolerance."""
+
+
+class ServerError(TritonForgeError):
+    """The Triton server could not be started, or a model failed to load (the message has the server's reason)."""
+
+
+class ClientError(TritonForgeError):
+    """A call to a Triton server failed."""
+
+
+class InvalidInputError(ClientError):
+    """The request does not match the model's inputs (name, dtype or shape); retrying cannot help."""
+
+
+class ServerUnavailableError(ClientError):
+    """No server answered at the given URL."""
+
+    def __init__(self, url: str, reason: str = "") -> None:
+        self.url = url
+        super().__init__(
+            f"no Triton server answers at {url}{': ' + reason if reason else ''}; "
+            "start one with `tritonforge serve` or check --url"
+        )
+
+
+class ModelNotReadyError(ClientError):
+    """The model (or the requested version) is unknown to the server or not loaded."""
+
+    def __init__(self, model: str, version: str | None = None, reason: str = "") -> None:
+        self.model = model
+        self.version = version
+        which = f"model '{model}'" + (f" version {version}" if version else "")
+        super().__init__(
+            f"{which} is not ready on the server{': ' + reason if reason else ''}; "
+            "check the name with `tritonforge repo check` and the server log"
+        )
+
+
+class InferenceTimeoutError(ClientError):
+    """The call did not finish before its deadline."""
+
+    def __init__(self, model: str, timeout_s: float) -> None:
+        self.model = model
+        self.timeout_s = timeout_s
+        super().__init__(f"inference on '{model}' did not finish within {timeout_s:g} s; raise timeout_s or reduce load")
+
+
+class InferenceError(ClientError):
+    """The server accepted the request but reported an error while running it."""
+
+
+class SLOViolationError(TritonForgeError):
+    """A load test missed at least one of its service-level objectives."""

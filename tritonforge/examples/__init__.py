@@ -1,0 +1,1 @@
+"""Example models built from real, bundled data (no downloads)."""

@@ -1,0 +1,1 @@
+"""Locust load tests against Triton over gRPC, with SLO gates."""
