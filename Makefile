@@ -1,0 +1,30 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tritonforge-installed
+
+.PHONY: demo test lint install clean
+
+demo: $(STAMP)  ## build digits, serve it with the embedded Triton, classify, load-test against an SLO
+	$(BIN)/tritonforge demo
+
+test: $(STAMP)  ## the whole suite: unit tests and integration tests against the real embedded tritonserver
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check tritonforge tests
+	$(BIN)/ruff format --check tritonforge tests
+
+install: $(STAMP)
+
+# torch is installed first, pinned, so that pip takes the CPU build on this disk and never a CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build runs .pytest_cache

@@ -1,0 +1,53 @@
+"""Fixtures that build the `digits` example and serve it with the real embedded tritonserver."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tritonforge.examples.digits import DigitsBuild, build_digits, load_split
+from tritonforge.serving.launcher import EmbeddedTriton
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.integration)
+
+
+@dataclass(frozen=True)
+class DigitsSplitFixture:
+    x_test: np.ndarray
+    y_test: np.ndarray
+    torch_logits: np.ndarray
+
+
+@pytest.fixture(scope="session")
+def digits_build(tmp_path_factory: pytest.TempPathFactory) -> DigitsBuild:
+    root = tmp_path_factory.mktemp("digits")
+    return build_digits(repository=root / "model_repository", weights_dir=root / "build")
+
+
+@pytest.fixture(scope="session")
+def digits_repository(digits_build: DigitsBuild) -> Path:
+    return digits_build.exported.model_dir.parent
+
+
+@pytest.fixture(scope="session")
+def digits_split(digits_build: DigitsBuild) -> DigitsSplitFixture:
+    split = load_split()
+    return DigitsSplitFixture(x_test=split.x_test, y_test=split.y_test, torch_logits=digits_build.torch_test_logits)
+
+
+@pytest.fixture(scope="session")
+def triton_server(digits_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedTriton]:
+    log_path = tmp_path_factory.mktemp("server") / "tritonserver.log"
+    server = EmbeddedTriton(repository=digits_repository, log_path=log_path, startup_timeout_s=120)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

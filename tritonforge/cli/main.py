@@ -1,0 +1,69 @@
+"""The `tritonforge` command: one typer app; each command lives in its own module and calls one library function.
+
+    tritonforge demo                 # build `digits`, serve it, classify, load-test, stop
+    tritonforge serve --repository model_repository
+    tritonforge --help
+
+A TritonForgeError (a user's mistake or a failed gate) prints one line, "ClassName: message", and exits 1;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+
+from tritonforge.cli import demo, example, export, infer, loadtest, repo, serve
+from tritonforge.errors import TritonForgeError
+
+app = typer.Typer(
+    name="tritonforge",
+    help="Take a PyTorch model to a latency-validated Triton deployment.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+repo_app = typer.Typer(help="Inspect a Triton model repository.", no_args_is_help=True)
+app.add_typer(repo_app, name="repo")
+
+
+def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a TritonForgeError into one line on stderr and exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except TritonForgeError as exc:
+            typer.echo(f"{type(exc).__name__}: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+@app.callback()
+def _configure(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-v info, -vv debug).")] = 0,
+) -> None:
+    """Take a PyTorch model to a latency-validated Triton deployment."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("tritonforge").setLevel(min(level, logging.INFO))
+
+
+app.command("demo")(_one_line_errors(demo.demo))
+app.command("example")(_one_line_errors(example.example))
+app.command("export")(_one_line_errors(export.export))
+app.command("serve")(_one_line_errors(serve.serve))
+app.command("infer")(_one_line_errors(infer.infer))
+app.command("loadtest")(_one_line_errors(loadtest.loadtest))
+repo_app.command("check")(_one_line_errors(repo.check))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
