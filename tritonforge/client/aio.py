@@ -1,0 +1,194 @@
+"""Asyncio gRPC client for Triton, with the same checks, deadlines, retries and errors as TritonClient.
+
+    async with AsyncTritonClient("127.0.0.1:8001") as client:
+        await client.wait_until_ready("digits")
+        logits = (await client.infer("digits", {"image": batch}))["logits"]
+
+The channel is opened on first use, inside the running event loop, because grpc.aio channels belong to the loop
+that created them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from numpy.typing import NDArray
+
+from tritonforge.client.base import ClientBase, normalize_version
+from tritonforge.client.retry import Deadline
+from tritonforge.client.settings import ClientSettings
+from tritonforge.client.tensors import ModelSignature, TensorInfo
+from tritonforge.client.transport import AsyncTransport, AsyncTransportFactory, grpc_aio_transport
+from tritonforge.errors import ServerUnavailableError
+
+__all__ = ["AsyncTritonClient"]
+
+_LOGGER = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+class AsyncTritonClient(ClientBase):
+    """An asyncio client for one Triton server; `async with` closes its channel on exit.
+
+    Args:
+        url: the server's gRPC address (`host:port` or `dns:///host:port`); overrides `settings.url`.
+        settings: base settings; when None they come from `TRITONFORGE_CLIENT_*` variables and defaults.
+        transport_factory: builds the object that carries calls (default: `tritonclient.grpc.aio`); tests pass a fake.
+        **overrides: any ClientSettings field, e.g. `timeout_s=2.0, retries=0`.
+
+    Raises:
+        ConfigError: a setting is invalid (unknown field, bad URL, missing TLS file).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        settings: ClientSettings | None = None,
+        transport_factory: AsyncTransportFactory | None = None,
+        **overrides: Any,
+    ) -> None:
+        super().__init__(url, settings=settings, **overrides)
+        self._factory = transport_factory or grpc_aio_transport
+        self._transport_obj: AsyncTransport | None = None
+
+    async def __aenter__(self) -> AsyncTritonClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def _transport(self) -> AsyncTransport:
+        self._check_open()
+        if self._transport_obj is None:
+            self._transport_obj = self._factory(self.settings)
+        return self._transport_obj
+
+    async def close(self) -> None:
+        """Close the gRPC channel; idempotent."""
+        self._closed = True
+        transport, self._transport_obj = self._transport_obj, None
+        if transport is not None:
+            await transport.close()
+
+    async def _call(
+        self, fn: Callable[[float], Awaitable[_T]], *, model: str | None, version: str | None, deadline: Deadline
+    ) -> _T:
+        """Await `fn(remaining_s)`, retrying UNAVAILABLE with jittered backoff within the deadline."""
+        self._check_open()
+        attempt = 0
+        while True:
+            if deadline.expired():
+                raise self._expired_error(model, deadline)
+            try:
+                with self._errors(model=model, version=version, deadline=deadline):
+                    return await fn(deadline.remaining_s())
+            except ServerUnavailableError as exc:
+                delay = self._retry_delay(exc, attempt=attempt, deadline=deadline)
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    async def _signature(self, model: str, version: str | None, deadline: Deadline) -> ModelSignature:
+        cached = self._cached_signature(model, version)
+        if cached is not None:
+            return cached
+        kwargs = {"headers": self._headers}
+        metadata = await self._call(
+            lambda t: self._transport.get_model_metadata(model, version or "", client_timeout=t, **kwargs),
+            model=model,
+            version=version,
+            deadline=deadline,
+        )
+        config = await self._call(
+            lambda t: self._transport.get_model_config(model, version or "", client_timeout=t, **kwargs),
+            model=model,
+            version=version,
+            deadline=deadline,
+        )
+        return self._store_signature(model, version, metadata, config)
+
+    async def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, NDArray[Any]],
+        *,
+        version: str | None = None,
+        timeout_s: float | None = None,
+        outputs: Sequence[str] | None = None,
+    ) -> dict[str, NDArray[Any]]:
+        """Run one inference request; see `TritonClient.infer` for arguments, result and errors."""
+        version = normalize_version(version)
+        deadline = self._deadline(timeout_s)
+        signature = await self._signature(model, version, deadline)
+        request = self._prepare(model, signature, inputs, outputs)
+        result = await self._call(
+            lambda t: self._transport.infer(
+                model,
+                request.inputs,
+                model_version=version or "",
+                outputs=request.outputs,
+                headers=self._headers,
+                client_timeout=t,
+            ),
+            model=model,
+            version=version,
+            deadline=deadline,
+        )
+        return self._arrays(model, result)
+
+    async def model_signature(self, model: str, version: str | None = None) -> ModelSignature:
+        """The model's inputs, outputs and max_batch_size (cached after the first call)."""
+        return await self._signature(model, normalize_version(version), self._deadline(None))
+
+    async def model_inputs(self, model: str, version: str | None = None) -> list[TensorInfo]:
+        """The model's inputs, batch dimension included as -1 when the model batches."""
+        return list((await self.model_signature(model, version)).inputs)
+
+    async def model_outputs(self, model: str, version: str | None = None) -> list[TensorInfo]:
+        """The model's outputs, batch dimension included as -1 when the model batches."""
+        return list((await self.model_signature(model, version)).outputs)
+
+    async def max_batch_size(self, model: str, version: str | None = None) -> int:
+        """The largest batch one request may carry; 0 when the model does not batch."""
+        return (await self.model_signature(model, version)).max_batch_size
+
+    async def is_server_ready(self) -> bool:
+        """Whether the server answers and reports ready; False (not an error) when nothing answers."""
+        deadline = self._deadline(None)
+        try:
+            with self._errors(model=None, version=None, deadline=deadline):
+                ready = await self._transport.is_server_ready(headers=self._headers, client_timeout=deadline.timeout_s)
+                return bool(ready)
+        except ServerUnavailableError:
+            return False
+
+    async def wait_until_ready(self, model: str | None = None, *, timeout_s: float = 30.0) -> None:
+        """Wait until the server (and `model`, if given) is ready; see `TritonClient.wait_until_ready`."""
+        deadline = Deadline.after(timeout_s=timeout_s)
+        server_ready, reason, attempt = False, "", 0
+        while not deadline.expired():
+            per_call_s = min(deadline.remaining_s(), self.settings.timeout_s)
+            try:
+                with self._errors(model=None, version=None, deadline=deadline):
+                    transport = self._transport
+                    ready = await transport.is_server_ready(headers=self._headers, client_timeout=per_call_s)
+                    server_ready = bool(ready)
+                    model_ready = server_ready and (
+                        model is None
+                        or bool(await transport.is_model_ready(model, headers=self._headers, client_timeout=per_call_s))
+                    )
+                if model_ready:
+                    return
+                reason = "" if server_ready else "the server answers but is not ready"
+            except ServerUnavailableError as exc:
+                server_ready, reason = False, str(exc.__cause__ or exc)
+            await asyncio.sleep(self._poll_interval(attempt, deadline))
+            attempt += 1
+        raise self._not_ready_error(model, timeout_s, server_ready=server_ready, reason=reason)
