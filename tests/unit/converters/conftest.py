@@ -1,0 +1,47 @@
+"""Fixtures for the converter tests: tiny models, the digits-shaped input spec, an exported repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from converter_models import tiny_cnn
+from torch import nn
+
+from tritonforge.converters.export import ExportedVersion, export_to_repository
+from tritonforge.converters.specs import TensorSpec
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "configs"
+
+
+@pytest.fixture
+def image_spec() -> TensorSpec:
+    return TensorSpec(name="image", shape=(1, 8, 8), dtype="float32")
+
+
+@pytest.fixture
+def model() -> nn.Module:
+    return tiny_cnn()
+
+
+@pytest.fixture
+def golden_digits_config() -> str:
+    return (ASSETS / "digits.pbtxt").read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def repository(tmp_path: Path) -> Path:
+    return tmp_path / "model_repository"
+
+
+@pytest.fixture
+def exported(model: nn.Module, image_spec: TensorSpec, repository: Path) -> ExportedVersion:
+    """A `digits`-named version 1, exported the way the example model is."""
+    return export_to_repository(
+        model=model,
+        inputs=[image_spec],
+        output_names=["logits"],
+        repository=repository,
+        model_name="digits",
+        source="converter_models:tiny_cnn",
+    )

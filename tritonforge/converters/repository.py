@@ -1,0 +1,208 @@
+"""Versioned, atomic writes into a Triton model repository.
+
+    version_dir = add_version(repository=Path("model_repository"), config=config,
+                              model_file=Path("build/model.onnx"), manifest={"source": "pkg.mod:factory"})
+    # model_repository/digits/config.pbtxt, model_repository/digits/3/{model.onnx,manifest.json}
+
+A new version is staged in a hidden folder inside the model's folder (Triton ignores names that are not integers)
+and renamed into place; config.pbtxt is replaced atomically after that. On any failure the staged files are removed
+and a replaced version is restored, so the repository is left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import tritonforge
+from tritonforge.converters._atomic import atomic_output, atomic_write_text
+from tritonforge.converters.triton_config import config_to_text, validate_model_name
+from tritonforge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tritonclient.grpc import model_config_pb2
+
+_LOGGER = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+CONFIG_NAME = "config.pbtxt"
+_DEFAULT_MODEL_FILES = {
+    "onnxruntime_onnx": "model.onnx",
+    "onnxruntime": "model.onnx",
+    "tensorrt_plan": "model.plan",
+    "tensorrt": "model.plan",
+    "pytorch_libtorch": "model.pt",
+    "pytorch": "model.pt",
+    "python": "model.py",
+    "tensorflow_savedmodel": "model.savedmodel",
+    "tensorflow_graphdef": "model.graphdef",
+}
+_TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "tritonclient")
+
+
+def model_filename(config: model_config_pb2.ModelConfig) -> str | None:
+    """Return the file Triton loads from each version folder, or None when unknown (e.g. an ensemble)."""
+    if config.default_model_filename:
+        return str(config.default_model_filename)
+    return _DEFAULT_MODEL_FILES.get(config.platform) or _DEFAULT_MODEL_FILES.get(config.backend)
+
+
+def version_numbers(model_dir: Path) -> list[int]:
+    """Return the model's version numbers, ascending (folders named by an integer without a leading zero)."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and p.name[0] != "0")
+
+
+def sha256_file(path: Path) -> str:
+    """Return the hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tool_versions() -> dict[str, str | None]:
+    """Return the versions of the tools that shape an export (None for one not installed)."""
+    versions: dict[str, str | None] = {"tritonforge": tritonforge.__version__}
+    for tool in _TOOLS:
+        try:
+            versions[tool] = importlib.metadata.version(tool)
+        except importlib.metadata.PackageNotFoundError:
+            versions[tool] = None
+    return versions
+
+
+def resolve_version(model_dir: Path, version: int | None, *, overwrite: bool) -> int:
+    """Return the version number to write: `version`, or one above the highest existing one.
+
+    Args:
+        model_dir: `<repository>/<model>` (need not exist yet).
+        version: the version asked for, or None for the next one.
+        overwrite: whether an existing `version` may be replaced.
+
+    Returns:
+        The version number.
+
+    Raises:
+        ConfigError: `version` < 1, or it exists and overwrite is False.
+    """
+    name = model_dir.name
+    if version is None:
+        existing = version_numbers(model_dir)
+        return existing[-1] + 1 if existing else 1
+    if version < 1:
+        raise ConfigError(f"version {version} of model '{name}' must be >= 1 (Triton ignores version 0)")
+    if (model_dir / str(version)).exists() and not overwrite:
+        raise ConfigError(
+            f"version {version} of model '{name}' already exists at {model_dir / str(version)}; "
+            "pass overwrite=True (--overwrite) to replace it, or omit the version to add the next one"
+        )
+    return version
+
+
+@contextlib.contextmanager
+def _created_dir(path: Path) -> Iterator[None]:
+    """Create `path` if needed; if it was created here and the block fails, remove it again (when empty)."""
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
+
+
+def _stage(stage: Path, model_file: Path, filename: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    with atomic_output(stage / filename) as tmp:
+        shutil.copyfile(model_file, tmp)
+    full = {**manifest, "model_file": filename, "sha256": sha256_file(stage / filename)}
+    full.setdefault("tool_versions", tool_versions())
+    full["created_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    atomic_write_text(stage / MANIFEST_NAME, json.dumps(full, indent=2, sort_keys=True) + "\n")
+    return full
+
+
+def _swap_in(stage: Path, target: Path, config_path: Path, config_text: str, *, overwrite: bool) -> None:
+    """Rename `stage` to `target` (moving an existing target aside), then replace config.pbtxt; undo on failure."""
+    backup = None
+    if target.exists():
+        if not overwrite:  # another writer took this version number since it was chosen
+            raise ConfigError(f"{target} appeared while writing it; run the export again to take the next version")
+        backup = Path(tempfile.mkdtemp(prefix=f".replaced-{target.name}-", dir=target.parent))
+        backup.rmdir()
+        os.replace(target, backup)
+    try:
+        os.replace(stage, target)
+        try:
+            atomic_write_text(config_path, config_text)
+        except BaseException:
+            os.replace(target, stage)  # put it back where the caller's cleanup removes it
+            raise
+    except BaseException:
+        if backup is not None:
+            os.replace(backup, target)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def add_version(
+    *,
+    repository: Path,
+    config: model_config_pb2.ModelConfig,
+    model_file: Path,
+    manifest: dict[str, Any],
+    version: int | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Add a model file to the repository as a new version, with its manifest, and (re)write config.pbtxt.
+
+    Args:
+        repository: the model repository root (created if missing).
+        config: the model's config; `config.name` is the model's folder.
+        model_file: the file to copy in (named `model.onnx`, `model.plan`... after the platform).
+        manifest: what to record beside the model (source, export settings, parity figures); the sha256,
+            model file name, tool versions and creation time are added here.
+        version: the version number; default: one above the highest existing version (1 for a new model).
+        overwrite: allow replacing an existing `version`.
+
+    Returns:
+        The version folder, `<repository>/<model>/<version>`.
+
+    Raises:
+        ConfigError: bad model name, unknown model file name, missing model file, or the version exists and
+            overwrite is False.
+    """
+    validate_model_name(config.name)
+    filename = model_filename(config)
+    if filename is None:
+        raise ConfigError(f"model '{config.name}': cannot tell the model file name; set default_model_filename")
+    if not model_file.is_file():
+        raise ConfigError(f"model file {model_file} does not exist")
+    model_dir = repository / str(config.name)
+    target_version = resolve_version(model_dir, version, overwrite=overwrite)
+    target = model_dir / str(target_version)
+    config_text = config_to_text(config)
+    with _created_dir(repository), _created_dir(model_dir):
+        stage = Path(tempfile.mkdtemp(prefix=f".staging-{target_version}-", dir=model_dir))
+        try:
+            _stage(stage, model_file, filename, {**manifest, "model": config.name, "version": target_version})
+            _swap_in(stage, target, model_dir / CONFIG_NAME, config_text, overwrite=overwrite)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+    _LOGGER.info("wrote %s (version %d of '%s')", target, target_version, config.name)
+    return target
