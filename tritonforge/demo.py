@@ -14,10 +14,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tritonforge.examples.digits import INPUT_NAME, MIN_TEST_ACCURACY, MODEL_NAME, OUTPUT_NAME, build_digits, load_split
+
+if TYPE_CHECKING:
+    from tritonforge.converters.parity import ParityReport
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -118,9 +122,9 @@ def _prediction_table(predictions: np.ndarray, labels: np.ndarray) -> str:
     return "\n".join(rows)
 
 
-def _max_abs_by_output(parity: object) -> dict[str, float]:
+def _max_abs_by_output(parity: ParityReport) -> dict[str, float]:
     worst: dict[str, float] = {}
-    for check in getattr(parity, "checks", []):
+    for check in parity.results:
         worst[check.output] = max(worst.get(check.output, 0.0), check.max_abs_err)
     return worst
 

@@ -99,7 +99,9 @@ class InferenceTimeoutError(ClientError):
     def __init__(self, model: str, timeout_s: float) -> None:
         self.model = model
         self.timeout_s = timeout_s
-        super().__init__(f"inference on '{model}' did not finish within {timeout_s:g} s; raise timeout_s or reduce load")
+        super().__init__(
+            f"inference on '{model}' did not finish within {timeout_s:g} s; raise timeout_s or reduce load"
+        )
 
 
 class InferenceError(ClientError):

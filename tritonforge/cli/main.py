@@ -47,7 +47,9 @@ def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @app.callback()
 def _configure(
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-v info, -vv debug).")] = 0,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More log output (-v info, -vv debug).")
+    ] = 0,
 ) -> None:
     """Take a PyTorch model to a latency-validated Triton deployment."""
     level = logging.WARNING - 10 * min(verbose, 2)

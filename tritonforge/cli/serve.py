@@ -43,8 +43,11 @@ def serve(
         log_path=log_path,
         startup_timeout_s=startup_timeout_s,
     )
-    serve_until_signalled(options, on_ready=lambda server: typer.echo(
-        f"tritonserver ready: grpc {server.grpc_url}  http {server.http_url}  metrics {server.metrics_url}\n"
-        f"log: {server.log_path}   (Ctrl-C to stop)"
-    ))
+    serve_until_signalled(
+        options,
+        on_ready=lambda server: typer.echo(
+            f"tritonserver ready: grpc {server.grpc_url}  http {server.http_url}  metrics {server.metrics_url}\n"
+            f"log: {server.log_path}   (Ctrl-C to stop)"
+        ),
+    )
     typer.echo("tritonserver stopped")

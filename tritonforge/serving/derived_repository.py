@@ -73,7 +73,7 @@ def derive_repository(*, repository: Path, backends: Iterable[str], work_dir: Pa
         raise ServerError(
             "the running tritonserver lacks backends for "
             + ", ".join(f"'{name}' ({backend})" for name, backend in sorted(unsupported.items()))
-            + "; serve these models with --server-binary pointing at a full Triton install (e.g. the NGC image on a GPU)"
+            + "; serve these models with --server-binary pointing at a full Triton install (e.g. the NGC image)"
         )
     derived = work_dir / "repository"
     shutil.rmtree(derived, ignore_errors=True)

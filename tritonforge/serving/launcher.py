@@ -234,7 +234,9 @@ class EmbeddedTriton:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.1)
-        raise ServerError(self._failure_reason(f"tritonserver was not ready within {self.options.startup_timeout_s:g}s"))
+        raise ServerError(
+            self._failure_reason(f"tritonserver was not ready within {self.options.startup_timeout_s:g}s")
+        )
 
     def _failure_reason(self, headline: str) -> str:
         log = self.log_text()

@@ -1,6 +1,8 @@
 """Run a server in the foreground until SIGINT or SIGTERM, then stop it cleanly.
 
     serve_until_signalled(ServerOptions(repository=Path("model_repository")), on_ready=print)
+
+The signal handlers are restored afterwards, so tests can call this in-process.
 """
 
 from __future__ import annotations

@@ -62,7 +62,8 @@ class TritonPythonModel:
         return [self._respond([parts[i] for parts in split]) for i in range(len(per_request))]
 
     def _respond(self, arrays):
-        tensors = [pb_utils.Tensor(name, np.ascontiguousarray(a)) for name, a in zip(self._output_names, arrays)]
+        pairs = zip(self._output_names, arrays, strict=True)
+        tensors = [pb_utils.Tensor(name, np.ascontiguousarray(array)) for name, array in pairs]
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def finalize(self):
