@@ -99,7 +99,7 @@ def test_serve_command_drains_in_flight_request_when_sent_sigterm(slow_repositor
             str(tmp_path / "server.log"),
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.DEVNULL,
         text=True,
         start_new_session=True,
     )
