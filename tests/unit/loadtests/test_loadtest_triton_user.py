@@ -1,0 +1,150 @@
+"""TritonUser and the locustfile, exercised in child processes: importing locust gevent-patches the interpreter,
+which must never happen inside the pytest process (it would change every other test's sockets and threads)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from tritonforge.loadtests.runner import LOCUSTFILE
+
+_TIMEOUT_S = 120
+
+
+def _run_python(code: str, *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=_TIMEOUT_S,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_locustfile_adds_triton_options_when_locust_parses_its_command_line() -> None:
+    result = _run_python(
+        """
+        import json, sys
+        import locust
+        from locust.argument_parser import parse_options
+        import tritonforge.loadtests.locustfile
+
+        options = parse_options(args=["-f", sys.argv[1], "--triton-model", "digits", "--triton-batch-size", "8",
+                                      "--triton-sample", "q.npz", "--triton-timeout-s", "2.5"])
+        print(json.dumps({"model": options.triton_model, "batch": options.triton_batch_size,
+                          "sample": options.triton_sample, "timeout": options.triton_timeout_s,
+                          "version": options.triton_model_version, "seed": options.triton_seed}))
+        """,
+        str(LOCUSTFILE),
+    )
+
+    assert result == {"model": "digits", "batch": 8, "sample": "q.npz", "timeout": 2.5, "version": "", "seed": 0}
+
+
+def test_triton_user_reports_success_and_failure_when_infer_is_called() -> None:
+    result = _run_python(
+        """
+        import json
+        import locust
+        import numpy as np
+        from locust.env import Environment
+        from tritonforge.errors import InferenceTimeoutError
+        from tritonforge.loadtests.locustfile import InferUser
+
+        class FakeClient:
+            def __init__(self, fail):
+                self.fail, self.closed = fail, False
+            def infer(self, model, inputs, *, version=None, timeout_s=None):
+                if self.fail:
+                    raise InferenceTimeoutError(model, timeout_s)
+                return {"logits": np.zeros((1, 10), np.float32)}
+            def close(self):
+                self.closed = True
+
+        fired = []
+        env = Environment(user_classes=[InferUser], events=locust.events)
+        env.events.request.add_listener(lambda **event: fired.append(event))
+        InferUser.model, InferUser.host = "digits", "127.0.0.1:8001"
+        user = InferUser(env)
+        user.inputs = {"image": np.zeros((1, 1, 8, 8), np.float32)}
+        user.client = FakeClient(fail=False)
+        user.infer()
+        failing = FakeClient(fail=True)
+        user.client = failing
+        user.infer()
+        user.on_stop()
+        print(json.dumps({
+            "events": [
+                {"type": e["request_type"], "name": e["name"], "length": e["response_length"],
+                 "error": type(e["exception"]).__name__ if e["exception"] else None,
+                 "ms_ok": isinstance(e["response_time"], float) and e["response_time"] >= 0}
+                for e in fired
+            ],
+            "closed": failing.closed,
+            "client_after_stop": user.client,
+        }))
+        """
+    )
+
+    assert result["events"] == [
+        {"type": "grpc", "name": "digits", "length": 40, "error": None, "ms_ok": True},
+        {"type": "grpc", "name": "digits", "length": 0, "error": "InferenceTimeoutError", "ms_ok": True},
+    ]
+    assert result["closed"] is True
+    assert result["client_after_stop"] is None
+
+
+def test_triton_user_rejects_host_when_it_is_an_http_url() -> None:
+    result = _run_python(
+        """
+        import json
+        import locust
+        from locust.env import Environment
+        from tritonforge.errors import ConfigError
+        from tritonforge.loadtests.locustfile import InferUser
+
+        InferUser.model, InferUser.host = "digits", "http://127.0.0.1:8000"
+        try:
+            InferUser(Environment(user_classes=[InferUser], events=locust.events))
+            print(json.dumps({"error": None}))
+        except ConfigError as exc:
+            print(json.dumps({"error": str(exc)}))
+        """
+    )
+
+    assert "is not a gRPC address" in result["error"]
+
+
+def test_final_stats_listener_rewrites_stats_csv_when_locust_quits(tmp_path: Path) -> None:
+    prefix = tmp_path / "locust"
+    result = _run_python(
+        """
+        import argparse, csv, json, sys
+        import locust
+        from locust.env import Environment
+        from tritonforge.loadtests.locustfile import InferUser
+
+        prefix = sys.argv[1]
+        with open(prefix + "_stats.csv", "w") as stale:
+            stale.write("stale")
+        env = Environment(user_classes=[InferUser], events=locust.events)
+        env.parsed_options = argparse.Namespace(csv_prefix=prefix)
+        env.create_local_runner()
+        for ms in (1.0, 2.0, 3.0):
+            env.events.request.fire(request_type="grpc", name="digits", response_time=ms,
+                                    response_length=40, exception=None, context={})
+        env.events.quitting.fire(environment=env)
+        with open(prefix + "_stats.csv", newline="") as handle:
+            rows = {row["Name"]: row for row in csv.DictReader(handle)}
+        print(json.dumps({"count": rows["digits"]["Request Count"], "p99": rows["Aggregated"]["99%"]}))
+        """,
+        str(prefix),
+    )
+
+    assert result == {"count": "3", "p99": "3"}
