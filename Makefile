@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tritonforge-installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean bench
 
 demo: $(STAMP)  ## build digits, serve it with the embedded Triton, classify, load-test against an SLO
 	$(BIN)/tritonforge demo
@@ -28,3 +28,6 @@ $(STAMP): pyproject.toml
 
 clean:
 	rm -rf $(VENV) build runs .pytest_cache
+
+bench: $(STAMP)  ## embedded Triton vs in-process ONNX Runtime on digits (ratios, medians)
+	$(BIN)/python benchmarks/serving_vs_onnxruntime.py

@@ -129,21 +129,22 @@ def _max_abs_by_output(parity: ParityReport) -> dict[str, float]:
     return worst
 
 
-def _loadtest(url: str, options: DemoOptions, echo: Callable[[str], None]) -> tuple[bool, Path | None]:
-    from tritonforge.loadtests.runner import LoadTestConfig, format_result, run_loadtest
+def _loadtest(url: str, options: DemoOptions, echo: Callable[[str], None]) -> tuple[bool, Path]:
+    from tritonforge.loadtests.report import format_table
+    from tritonforge.loadtests.runner import LoadTestConfig, run_loadtest
+    from tritonforge.loadtests.slo import load_model_slo
 
-    started = time.perf_counter()
-    result = run_loadtest(
-        LoadTestConfig(
-            host=url,
-            model=MODEL_NAME,
-            users=options.users,
-            spawn_rate=float(options.users),
-            run_time_s=options.loadtest_seconds,
-            slo_file=options.slo_file,
-            out_dir=options.out_dir,
-        )
+    config = LoadTestConfig(
+        host=url,
+        model=MODEL_NAME,
+        output_dir=options.out_dir,
+        users=options.users,
+        run_time_s=options.loadtest_seconds,
+        slo=load_model_slo(options.slo_file, MODEL_NAME),
     )
-    echo(format_result(result))
-    echo(f"    load test finished in {time.perf_counter() - started:.1f}s; summary: {result.summary_path}")
-    return result.passed, result.summary_path
+    started = time.perf_counter()
+    result = run_loadtest(config)
+    echo(format_table(result))
+    summary = options.out_dir / "summary.json"
+    echo(f"    load test ended {time.perf_counter() - started:.1f}s after it started; summary: {summary}")
+    return result.passed, summary

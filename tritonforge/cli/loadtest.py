@@ -18,7 +18,7 @@ import typer
 from tritonforge.errors import ConfigError, SLOViolationError
 from tritonforge.loadtests.report import format_table
 from tritonforge.loadtests.runner import LoadTestConfig, run_loadtest
-from tritonforge.loadtests.slo import SLOSpec, load_slo_file
+from tritonforge.loadtests.slo import load_model_slo
 
 _DEFAULT_URL = "127.0.0.1:8001"
 
@@ -54,7 +54,7 @@ def loadtest(
     ] = 30.0,
 ) -> None:
     """Load-test a model over gRPC with Locust and check it against its SLO (exit 1 if any objective is missed)."""
-    spec = _slo_for(slo, model) if slo is not None else None
+    spec = load_model_slo(slo, model) if slo is not None else None
     with _server_address(url, embedded) as host:
         config = LoadTestConfig(
             host=host,
@@ -76,13 +76,6 @@ def loadtest(
     if not result.passed:
         missed = ", ".join(c.name for c in result.missed) or "no request was made"
         raise SLOViolationError(f"'{model}' missed its SLO: {missed} (see {config.output_dir / 'summary.json'})")
-
-
-def _slo_for(path: Path, model: str) -> SLOSpec:
-    specs = load_slo_file(path)
-    if model not in specs:
-        raise ConfigError(f"SLO file {path} has no objectives for '{model}'; it covers {sorted(specs)}")
-    return specs[model]
 
 
 @contextlib.contextmanager

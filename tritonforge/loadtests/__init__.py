@@ -15,7 +15,15 @@ from __future__ import annotations
 from tritonforge.loadtests.inputs import build_inputs, random_inputs, sample_inputs, save_inputs
 from tritonforge.loadtests.report import LoadTestResult, format_table, read_locust_stats, write_summary
 from tritonforge.loadtests.runner import LoadTestConfig, run_loadtest, run_with_deadline, validate_grpc_host
-from tritonforge.loadtests.slo import Comparison, Measurement, SLOCheck, SLOSpec, evaluate, load_slo_file
+from tritonforge.loadtests.slo import (
+    Comparison,
+    Measurement,
+    SLOCheck,
+    SLOSpec,
+    evaluate,
+    load_model_slo,
+    load_slo_file,
+)
 
 __all__ = [
     "Comparison",
@@ -27,6 +35,7 @@ __all__ = [
     "build_inputs",
     "evaluate",
     "format_table",
+    "load_model_slo",
     "load_slo_file",
     "random_inputs",
     "read_locust_stats",

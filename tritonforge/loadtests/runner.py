@@ -173,7 +173,7 @@ def run_loadtest(config: LoadTestConfig) -> LoadTestResult:
         ClientError: the server or the model is not there (ServerUnavailableError, ModelNotReadyError).
         TritonForgeError: Locust ended without writing its statistics (its log is named in the message).
     """
-    out = config.output_dir
+    out = config.output_dir.resolve()  # Locust runs with cwd=out: every path it gets must be absolute
     files = _fresh_output_dir(out)
     _prepare_request(config, files["inputs"])
     command = locust_command(config, csv_prefix=out / "locust", html_path=files["html"], request_path=files["inputs"])

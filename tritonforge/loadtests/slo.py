@@ -233,3 +233,15 @@ def _check_number(name: str, value: object) -> float:
 
 def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
+
+
+def load_model_slo(path: Path, model: str) -> SLOSpec:
+    """Read an SLO file and return the objectives of one model.
+
+    Raises:
+        ConfigError: the file is invalid or has no objectives for `model`.
+    """
+    specs = load_slo_file(path)
+    if model not in specs:
+        raise ConfigError(f"SLO file {path} has no objectives for '{model}'; it covers {sorted(specs)}")
+    return specs[model]
