@@ -84,6 +84,23 @@ def bench_triton(url: str, images: np.ndarray, concurrency: int, seconds: float)
     return _figures(latencies, len(latencies), time.perf_counter() - started)
 
 
+def server_breakdown(url: str) -> str:
+    """Triton's own statistics over the whole run: where a request's time went inside the server."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    stats = client.get_inference_statistics(MODEL_NAME).model_stats[0]
+    client.close()
+    requests = stats.inference_stats.success.count or 1
+    per_request_us = {
+        name: getattr(stats.inference_stats, name).ns / requests / 1e3
+        for name in ("queue", "compute_input", "compute_infer", "compute_output")
+    }
+    batch = stats.inference_count / max(stats.execution_count, 1)
+    parts = ", ".join(f"{name} {us:.0f} us" for name, us in per_request_us.items())
+    return f"server side, per request: {parts}; average executed batch {batch:.1f}"
+
+
 def main() -> None:
     """Build digits, serve it, measure both sides and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -101,6 +118,7 @@ def main() -> None:
                 for c in args.concurrency:
                     rows[c][0].append(bench_triton(server.grpc_url, images, c, args.seconds))
                     rows[c][1].append(bench_onnxruntime(build.exported.onnx_path, images, c, args.seconds))
+            server_side = server_breakdown(server.grpc_url)
 
     def med(figures: list[Figures], field: str) -> float:
         return statistics.median(getattr(f, field) for f in figures)
@@ -114,7 +132,10 @@ def main() -> None:
         ratio = med(triton, "images_per_s") / med(ort_, "images_per_s")
         t_rate, t_p50, t_p99 = (med(triton, f) for f in ("images_per_s", "p50_ms", "p99_ms"))
         o_rate, o_p50, o_p99 = (med(ort_, f) for f in ("images_per_s", "p50_ms", "p99_ms"))
-        print(f"{c:>10} | {t_rate:>12.0f} {t_p50:>7.2f} {t_p99:>7.2f} | {o_rate:>10.0f} {o_p50:>7.3f} {o_p99:>7.3f} | {ratio:>6.2f}")
+        triton_cols = f"{t_rate:>12.0f} {t_p50:>7.2f} {t_p99:>7.2f}"
+        print(f"{c:>10} | {triton_cols} | {o_rate:>10.0f} {o_p50:>7.3f} {o_p99:>7.3f} | {ratio:>6.2f}")
+
+    print(server_side)
 
 
 if __name__ == "__main__":
