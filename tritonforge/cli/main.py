@@ -52,9 +52,13 @@ def _configure(
     ] = 0,
 ) -> None:
     """Take a PyTorch model to a latency-validated Triton deployment."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("tritonforge").setLevel(min(level, logging.INFO))
+    # Progress of long work (export, serve, load test) shows at INFO by default; -v adds detail and timestamps.
+    detailed = verbose > 0
+    logging.basicConfig(
+        level=logging.DEBUG if verbose > 1 else logging.INFO if detailed else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if detailed else "  %(message)s",
+    )
+    logging.getLogger("tritonforge").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
 
 
 app.command("demo")(_one_line_errors(demo.demo))

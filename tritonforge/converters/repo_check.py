@@ -219,7 +219,7 @@ def check_repository(repository: Path) -> RepositoryFindings:
         model_findings, versions = _check_model(model_dir)
         findings.extend(model_findings)
         version_count += versions
-    _LOGGER.info(
+    _LOGGER.debug(
         "checked %d models, %d versions in %s: %d findings", len(model_dirs), version_count, repository, len(findings)
     )
     return RepositoryFindings(findings, model_count=len(model_dirs), version_count=version_count)
