@@ -15,6 +15,7 @@ test: $(STAMP)  ## the whole suite: unit tests and integration tests against the
 lint: $(STAMP)
 	$(BIN)/ruff check tritonforge tests
 	$(BIN)/ruff format --check tritonforge tests
+	$(BIN)/mypy tritonforge
 
 install: $(STAMP)
 

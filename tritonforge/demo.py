@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import NDArray
 
 from tritonforge.examples.digits import INPUT_NAME, MIN_TEST_ACCURACY, MODEL_NAME, OUTPUT_NAME, build_digits, load_split
 
 if TYPE_CHECKING:
+    from tritonforge.client import TritonClient
     from tritonforge.converters.parity import ParityReport
 
 _LOGGER = logging.getLogger(__name__)
@@ -107,15 +109,15 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] = print) -> De
     return result
 
 
-def _classify(client: object, images: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+def _classify(client: TritonClient, images: NDArray[np.float32], *, batch_size: int = 64) -> NDArray[np.float32]:
     chunks = [
-        client.infer(MODEL_NAME, {INPUT_NAME: images[i : i + batch_size]})[OUTPUT_NAME]  # type: ignore[attr-defined]
+        client.infer(MODEL_NAME, {INPUT_NAME: images[i : i + batch_size]})[OUTPUT_NAME]
         for i in range(0, len(images), batch_size)
     ]
     return np.concatenate(chunks)
 
 
-def _prediction_table(predictions: np.ndarray, labels: np.ndarray) -> str:
+def _prediction_table(predictions: NDArray[np.int64], labels: NDArray[np.int64]) -> str:
     rows = ["    digit   " + " ".join(f"{i:>3}" for i in range(len(labels)))]
     rows.append("    label   " + " ".join(f"{int(v):>3}" for v in labels))
     rows.append("    served  " + " ".join(f"{int(v):>3}" for v in predictions))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import NDArray
 
 from tritonforge.errors import ConversionError
 
@@ -36,10 +37,10 @@ MIN_TEST_ACCURACY = 0.97
 class DigitsSplit:
     """The digits data set, split once with a fixed seed (stratified, 25% held out)."""
 
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
+    x_train: NDArray[np.float32]
+    y_train: NDArray[np.int64]
+    x_test: NDArray[np.float32]
+    y_test: NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class DigitsBuild:
     exported: ExportedVersion
     weights_path: Path
     test_accuracy: float
-    torch_test_logits: np.ndarray
+    torch_test_logits: NDArray[np.float32]
     train_seconds: float
 
 
@@ -95,19 +96,20 @@ def train(split: DigitsSplit, *, epochs: int = 30, seed: int = 0, batch_size: in
     generator = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):
-        for idx in torch.randperm(len(x), generator=generator).split(batch_size):
+        for idx in torch.split(torch.randperm(len(x), generator=generator), batch_size):
             optimizer.zero_grad()
             loss_fn(model(x[idx]), y[idx]).backward()
             optimizer.step()
     return model.eval()
 
 
-def predict_logits(model: torch.nn.Module, images: np.ndarray) -> np.ndarray:
+def predict_logits(model: torch.nn.Module, images: NDArray[np.float32]) -> NDArray[np.float32]:
     """Run the torch model on images (N x 1 x 8 x 8 float32) and return its logits."""
     import torch
 
     with torch.inference_mode():
-        return model(torch.from_numpy(images)).numpy()
+        logits: NDArray[np.float32] = model(torch.from_numpy(images)).numpy()
+    return logits
 
 
 def build_digits(

@@ -36,7 +36,7 @@ _PLATFORM_BACKENDS = {
 def required_backend(config: model_config_pb2.ModelConfig) -> str | None:
     """Return the backend a model needs, or None for server built-ins such as ensembles."""
     if config.backend:
-        return config.backend
+        return str(config.backend)
     if config.platform == "ensemble":
         return None
     return _PLATFORM_BACKENDS.get(config.platform, config.platform or None)
