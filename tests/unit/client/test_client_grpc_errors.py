@@ -15,7 +15,7 @@ from tritonforge.errors import (
     ServerUnavailableError,
 )
 
-URL = "10.0.0.1:8001"
+URL = "127.0.0.9:8001"
 
 
 def _mapped(exc: BaseException, model: str | None = "digits") -> ClientError:

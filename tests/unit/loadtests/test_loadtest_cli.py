@@ -81,7 +81,7 @@ def test_loadtest_exits_one_naming_the_missed_slo_when_an_objective_is_missed(
 def test_loadtest_passes_options_into_the_config_when_given(
     app: typer.Typer, runs: list[LoadTestConfig], tmp_path: Path
 ) -> None:
-    args = ["--model", "digits", "--url", "grpc://10.0.0.5:8001", "--users", "8", "--spawn-rate", "2"]
+    args = ["--model", "digits", "--url", "grpc://127.0.0.5:8001", "--users", "8", "--spawn-rate", "2"]
     args += [
         "--run-time-s",
         "30",
@@ -99,7 +99,7 @@ def test_loadtest_passes_options_into_the_config_when_given(
 
     assert result.exit_code == 0, result.output
     config = runs[0]
-    assert (config.host, config.users, config.spawn_rate, config.run_time_s) == ("10.0.0.5:8001", 8, 2.0, 30)
+    assert (config.host, config.users, config.spawn_rate, config.run_time_s) == ("127.0.0.5:8001", 8, 2.0, 30)
     assert (config.batch_size, config.processes, config.slo, config.ready_timeout_s) == (4, 2, None, 5.0)
 
 
