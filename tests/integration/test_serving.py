@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import tritonclient.grpc as grpcclient
 
@@ -77,6 +78,32 @@ def test_embedded_triton_reports_server_reason_when_model_fails_to_load(tmp_path
     with pytest.raises(ServerError, match=r"model 'broken' version 1: .*(onnx|ONNX|protobuf|Protobuf|parse|load)"):
         server.start()
     assert not server.is_running()
+
+
+def _start_serve_command(repository: Path, tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
+    grpc_port, http_port, metrics_port = _free_ports(0, 0, 0)
+    command = [sys.executable, "-m", "tritonforge", "serve", "--repository", str(repository)]
+    command += ["--grpc-port", str(grpc_port), "--http-port", str(http_port), "--metrics-port", str(metrics_port)]
+    command += ["--log-path", str(tmp_path / "server.log"), *extra]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True
+    )
+    assert process.stdout is not None
+    assert "tritonserver ready" in process.stdout.readline()
+    return process, grpc_port
+
+
+def test_server_stops_when_serve_command_is_killed_with_sigkill(slow_repository: Path, tmp_path: Path) -> None:
+    process, _ = _start_serve_command(slow_repository, tmp_path, "--exit-timeout-s", "2")
+    descendants = psutil.Process(process.pid).children(recursive=True)  # tritonserver and its python stub
+    assert any("tritonserver" in p.name() for p in descendants)
+    assert any("stub" in " ".join(p.cmdline()) for p in descendants)
+    process.kill()  # no atexit, no signal handler: only the kernel's parent-death signal can stop the server
+    process.wait(timeout=10)
+    gone, alive = psutil.wait_procs(descendants, timeout=30)
+    for leftover in alive:
+        leftover.kill()
+    assert not alive, "tritonserver outlived its parent"
 
 
 def test_serve_command_drains_in_flight_request_when_sent_sigterm(slow_repository: Path, tmp_path: Path) -> None:

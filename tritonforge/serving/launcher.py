@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import logging
 import os
 import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -36,6 +38,7 @@ _LOGGER = logging.getLogger(__name__)
 
 _LOAD_FAILURE = re.compile(r"failed to load '(?P<model>[^']+)' version (?P<version>\d+): (?P<reason>.*?)\"?$")
 _RUNNING: set[EmbeddedTriton] = set()
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 @dataclass(kw_only=True)
@@ -148,6 +151,7 @@ class EmbeddedTriton:
                 stdin=subprocess.DEVNULL,
                 env=install.environment(),
                 start_new_session=True,  # its own process group: stop() takes the python stubs down with it
+                preexec_fn=_stop_with_parent,
             )
         _RUNNING.add(self)
         try:
@@ -256,6 +260,15 @@ class EmbeddedTriton:
         with contextlib.suppress(OSError):
             self.log_path.replace(kept)
             self.log_path = kept
+
+
+def _stop_with_parent() -> None:
+    """Ask Linux to send the server SIGTERM when its parent dies, even by SIGKILL, when atexit cannot run.
+
+    The signal follows the thread that started the server: start servers from a thread that outlives them.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _first_line(text: str) -> str:
