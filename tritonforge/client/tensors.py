@@ -16,28 +16,11 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from tritonclient.utils import triton_to_np_dtype
 
 from tritonforge.errors import ConfigError, InvalidInputError
 
-__all__ = ["TRITON_DTYPES", "ModelSignature", "TensorInfo", "validate_inputs"]
-
-#: Triton datatype names and the numpy dtype that carries each over the wire.
-TRITON_DTYPES: dict[str, Any] = {
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-    "BYTES": np.object_,
-    "BF16": None,  # numpy has no bfloat16; tritonclient needs ml_dtypes for it
-}
+__all__ = ["ModelSignature", "TensorInfo", "validate_inputs"]
 
 
 @dataclass(frozen=True)
@@ -57,9 +40,10 @@ class TensorInfo:
     optional: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.datatype not in TRITON_DTYPES:
+        if triton_to_np_dtype(self.datatype) is None:
             raise ConfigError(
-                f"tensor '{self.name}' has unknown datatype '{self.datatype}'; expected one of {sorted(TRITON_DTYPES)}"
+                f"tensor '{self.name}' has unknown datatype '{self.datatype}'; "
+                "expected a Triton datatype such as FP32, INT64, BOOL or BYTES"
             )
         # Accept any sequence of ints (protobuf repeated fields, lists) but store an immutable tuple.
         object.__setattr__(self, "shape", tuple(int(dim) for dim in self.shape))
@@ -67,12 +51,7 @@ class TensorInfo:
     @property
     def np_dtype(self) -> np.dtype[Any]:
         """The numpy dtype of this tensor's arrays (object for BYTES)."""
-        dtype = TRITON_DTYPES[self.datatype]
-        if dtype is None:
-            import ml_dtypes  # tritonclient's own dependency, only needed for BF16
-
-            return np.dtype(ml_dtypes.bfloat16)
-        return np.dtype(dtype)
+        return np.dtype(triton_to_np_dtype(self.datatype))
 
     def describe(self) -> str:
         """Render as `FP32 with shape [-1, 1, 8, 8]` for messages and tables."""
