@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import tritonforge
-from tritonforge.converters._atomic import atomic_output, atomic_write_text
+from tritonforge._atomic import atomic_output, atomic_write_text
 from tritonforge.converters.triton_config import config_to_text, validate_model_name
 from tritonforge.errors import ConfigError
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tritonforge.converters._atomic import atomic_output
+from tritonforge._atomic import atomic_output
 from tritonforge.converters.specs import DYNAMIC_DIM, TensorSpec, sample_inputs
 from tritonforge.errors import ConfigError, ConversionError
 

@@ -18,7 +18,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tritonforge.converters._atomic import atomic_write_text
+from tritonforge._atomic import atomic_write_text
 from tritonforge.converters.specs import TensorSpec
 from tritonforge.errors import ConfigError
 

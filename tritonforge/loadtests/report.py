@@ -20,11 +20,11 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tritonforge._atomic import atomic_write_text
 from tritonforge.errors import TritonForgeError
 from tritonforge.loadtests.slo import Measurement, SLOCheck
 
@@ -169,9 +169,7 @@ def write_summary(result: LoadTestResult, path: Path) -> Path:
     Returns:
         `path`.
     """
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(result.to_dict(), indent=2) + "\n")
     _LOGGER.info("wrote %s", path)
     return path
 

@@ -23,7 +23,6 @@ import locust
 # isort: split
 import contextlib
 import csv
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from locust.runners import WorkerRunner
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 from numpy.typing import NDArray
 
+from tritonforge._atomic import atomic_output
 from tritonforge.client import TritonClient
 from tritonforge.errors import ClientError, ConfigError
 from tritonforge.loadtests.inputs import build_inputs
@@ -74,10 +74,8 @@ def _write_final_stats(environment: Environment, **_kwargs: Any) -> None:
     prefix = getattr(options, "csv_prefix", None) if options is not None else None
     if not prefix or isinstance(environment.runner, WorkerRunner):
         return
-    final, tmp = Path(f"{prefix}_stats.csv"), Path(f"{prefix}_stats.csv.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_output(Path(f"{prefix}_stats.csv")) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
         StatsCSV(environment, PERCENTILES_TO_REPORT).requests_csv(csv.writer(handle))
-    os.replace(tmp, final)
 
 
 events.init_command_line_parser.add_listener(_add_triton_arguments)  # type: ignore[no-untyped-call]
