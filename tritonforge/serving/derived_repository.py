@@ -65,7 +65,8 @@ def derive_repository(*, repository: Path, backends: Iterable[str], work_dir: Pa
     """
     available = set(backends)
     configs = {d: read_config(d / "config.pbtxt") for d in model_dirs(repository)}
-    missing = {d: required_backend(c) for d, c in configs.items() if required_backend(c) not in available | {None}}
+    needed = {d: required_backend(c) for d, c in configs.items()}
+    missing = {d: backend for d, backend in needed.items() if backend is not None and backend not in available}
     if not missing:
         return repository
     unsupported = {d.name: b for d, b in missing.items() if b != "onnxruntime"}
