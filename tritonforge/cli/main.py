@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tritonforge.cli import demo, example, export, infer, loadtest, repo, serve
+from tritonforge.cli import compare, demo, example, export, infer, loadtest, repo, serve
 from tritonforge.errors import TritonForgeError
 
 app = typer.Typer(
@@ -67,6 +67,7 @@ app.command("export")(_one_line_errors(export.export))
 app.command("serve")(_one_line_errors(serve.serve))
 app.command("infer")(_one_line_errors(infer.infer))
 app.command("loadtest")(_one_line_errors(loadtest.loadtest))
+app.command("compare")(_one_line_errors(compare.compare))
 repo_app.command("check")(_one_line_errors(repo.check))
 
 
