@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tritonforge.cli import compare, demo, example, export, infer, loadtest, repo, serve
+from tritonforge.cli import compare, demo, example, export, gpu, infer, loadtest, repo, serve
 from tritonforge.errors import TritonForgeError
 
 app = typer.Typer(
@@ -29,6 +29,8 @@ app = typer.Typer(
 )
 repo_app = typer.Typer(help="Inspect a Triton model repository.", no_args_is_help=True)
 app.add_typer(repo_app, name="repo")
+gpu_app = typer.Typer(help="GPU-node repository and TensorRT engines.", no_args_is_help=True)
+app.add_typer(gpu_app, name="gpu")
 
 
 def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -69,6 +71,8 @@ app.command("infer")(_one_line_errors(infer.infer))
 app.command("loadtest")(_one_line_errors(loadtest.loadtest))
 app.command("compare")(_one_line_errors(compare.compare))
 repo_app.command("check")(_one_line_errors(repo.check))
+gpu_app.command("repository")(_one_line_errors(gpu.repository))
+gpu_app.command("build-engine")(_one_line_errors(gpu.build_engine))
 
 
 def main() -> None:
