@@ -15,14 +15,10 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from tritonforge.converters.gpu_info import import_tensorrt, query_gpu
 from tritonforge.converters.repository import MANIFEST_NAME
-from tritonforge.converters.tensorrt_build import (
-    EngineVersion,
-    build_engine_to_repository,
-    import_tensorrt,
-    query_gpu,
-    run_engine,
-)
+from tritonforge.converters.tensorrt_repository import EngineVersion, build_engine_to_repository
+from tritonforge.converters.tensorrt_runtime import run_engine
 from tritonforge.converters.triton_config import read_config
 from tritonforge.examples.digits import DigitsBuild, build_digits, load_split
 

@@ -16,7 +16,8 @@ import typer
 from tritonforge.converters.gpu_target import DEFAULT_ENGINE_CACHE_PATH, PrecisionMode
 
 if TYPE_CHECKING:
-    from tritonforge.converters.tensorrt_build import BuilderChoice, SequenceRange, ShapeProfile
+    from tritonforge.converters.tensorrt_build import BuilderChoice
+    from tritonforge.converters.tensorrt_profiles import SequenceRange, ShapeProfile
 
 _SEQ_HELP = "min:opt:max for dynamic (-1) dims, e.g. 1:128:256 (max: the tokenizer's truncation length)."
 
@@ -32,7 +33,7 @@ def format_profile_table(profile: ShapeProfile) -> str:
 
 
 def _sequence_range(text: str | None) -> SequenceRange | None:
-    from tritonforge.converters.tensorrt_build import SequenceRange
+    from tritonforge.converters.tensorrt_profiles import SequenceRange
 
     return SequenceRange.parse(text) if text else None
 
@@ -106,8 +107,9 @@ def build_engine(
     ] = False,
 ) -> None:
     """Build a TensorRT engine for this node's GPU and add it as a tensorrt_plan version (cc_model_filenames)."""
+    from tritonforge.converters.gpu_info import query_gpu
     from tritonforge.converters.gpu_target import parse_size
-    from tritonforge.converters.tensorrt_build import build_engine_to_repository, plan_engine_build, query_gpu
+    from tritonforge.converters.tensorrt_repository import build_engine_to_repository, plan_engine_build
     from tritonforge.errors import ConfigError, ConversionError
 
     if builder not in ("auto", "python", "trtexec"):

@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tritonforge.converters.repository import CONFIG_NAME, model_filename, version_numbers
-from tritonforge.converters.tensorrt_build import SequenceRange, derive_profile
+from tritonforge.converters.tensorrt_profiles import SequenceRange, derive_profile
+from tritonforge.converters.tensorrt_repository import PLAN_PLATFORM, check_placement, link_or_copy
 from tritonforge.converters.triton_config import read_config, write_config
 from tritonforge.errors import ConfigError
 
@@ -212,10 +213,7 @@ def gpu_config(
             f"model '{config.name}' runs on {config.platform or config.backend!r}; only ONNX Runtime models take "
             "the TensorRT accelerator"
         )
-    if instance_count < 1:
-        raise ConfigError(f"model '{config.name}': instance count {instance_count} must be >= 1")
-    if any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
-        raise ConfigError(f"model '{config.name}': GPU indices {list(gpus)} must be distinct and >= 0")
+    check_placement(instance_count, gpus, model=config.name)
     precision = precision_mode or settings.precision_mode or PrecisionMode.FP32
     result = model_config_pb2.ModelConfig()
     result.CopyFrom(config)
@@ -277,13 +275,6 @@ def _ignore_hidden(_folder: str, names: list[str]) -> list[str]:
     return [name for name in names if name.startswith(".")]  # staging or replaced folders of interrupted writes
 
 
-def _link_or_copy(source: str | Path, target: str | Path) -> None:
-    try:
-        os.link(source, target)  # the old output is deleted after the swap; its files only ever move by rename
-    except OSError:
-        shutil.copy2(source, target)
-
-
 def _write_model(
     model_dir: Path,
     config: model_config_pb2.ModelConfig,
@@ -312,8 +303,6 @@ def _write_model(
 
 def _carry_engines(output: Path, stage: Path, source_models: set[str]) -> list[str]:
     """Copy the `tensorrt_plan` models of an earlier `output` that the source lacks into the staging folder."""
-    from tritonforge.converters.tensorrt_build import PLAN_PLATFORM
-
     kept: list[str] = []
     if not output.is_dir():
         return kept
@@ -323,7 +312,7 @@ def _carry_engines(output: Path, stage: Path, source_models: set[str]) -> list[s
         if read_config(model_dir / CONFIG_NAME).platform != PLAN_PLATFORM:
             _LOGGER.info("dropping '%s' from %s: the source repository no longer has it", model_dir.name, output)
             continue
-        shutil.copytree(model_dir, stage / model_dir.name, ignore=_ignore_hidden, copy_function=_link_or_copy)
+        shutil.copytree(model_dir, stage / model_dir.name, ignore=_ignore_hidden, copy_function=link_or_copy)
         kept.append(model_dir.name)
     return kept
 

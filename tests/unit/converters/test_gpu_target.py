@@ -24,7 +24,7 @@ from tritonforge.converters.gpu_target import (
     parse_size,
     write_gpu_repository,
 )
-from tritonforge.converters.tensorrt_build import SequenceRange
+from tritonforge.converters.tensorrt_profiles import SequenceRange
 from tritonforge.converters.triton_config import read_config, write_config
 from tritonforge.errors import ConfigError
 from tritonforge.examples.digits import build_digits
@@ -401,7 +401,7 @@ def test_repository_command_writes_and_lists_the_models(app: typer.Typer, source
 def test_build_engine_dry_run_prints_profile_and_trtexec_command_without_a_gpu(
     app: typer.Typer, source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("tritonforge.converters.tensorrt_build.shutil.which", lambda name: None)  # no nvidia-smi
+    monkeypatch.setattr("tritonforge.converters.gpu_info.shutil.which", lambda name: None)  # no nvidia-smi
     args = ["build-engine", "-m", "digits", "-r", str(source), "-o", str(tmp_path / "gpu"), "--dry-run"]
     result = CliRunner().invoke(app, [*args, "--typical-batch", "16"])
 
