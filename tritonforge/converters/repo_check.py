@@ -141,10 +141,28 @@ def graph_problems(config: model_config_pb2.ModelConfig, signature: OnnxSignatur
     return problems
 
 
+def _check_engine_files(model_dir: Path, version: int, config: model_config_pb2.ModelConfig) -> list[Finding]:
+    """A TensorRT model built per GPU type lists one engine per compute capability; each version needs all of them."""
+    findings = []
+    for capability, filename in sorted(config.cc_model_filenames.items()):
+        engine = model_dir / str(version) / filename
+        if not engine.exists():
+            findings.append(
+                Finding(
+                    model=model_dir.name, version=version, path=engine,
+                    message=f"no engine for compute capability {capability}; run `tritonforge gpu build-engine` "
+                    "on a GPU of that type",
+                )
+            )  # fmt: skip
+    return findings
+
+
 def _check_version(model_dir: Path, version: int, config: model_config_pb2.ModelConfig) -> list[Finding]:
     filename = model_filename(config)
     if filename is None:
         return []
+    if config.cc_model_filenames and not config.default_model_filename:
+        return _check_engine_files(model_dir, version, config)
     model_file = model_dir / str(version) / filename
     if not model_file.exists():
         return [
@@ -195,6 +213,12 @@ def _check_model(model_dir: Path) -> tuple[list[Finding], int]:
             findings.append(finding(f"version_policy lists version(s) {missing} that have no folder"))
     for version in versions:
         findings.extend(_check_version(model_dir, version, config))
+    siblings = {p.name for p in model_dir.parent.iterdir() if (p / CONFIG_NAME).is_file()}
+    findings.extend(
+        finding(f"ensemble step calls model '{step.model_name}', which is not in this repository")
+        for step in config.ensemble_scheduling.step
+        if step.model_name not in siblings
+    )
     return findings, len(versions)
 
 

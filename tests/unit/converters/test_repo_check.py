@@ -219,3 +219,54 @@ def test_check_repository_reports_unreadable_onnx_when_the_model_file_is_corrupt
 def test_check_repository_raises_config_error_when_the_repository_is_missing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         check_repository(tmp_path / "nowhere")
+
+
+def _plan_model(repository: Path, cc_files: dict[str, str], present: list[str]) -> Path:
+    spec = ModelConfigSpec(
+        name="digits_trt",
+        platform="tensorrt_plan",
+        max_batch_size=8,
+        inputs=[TensorSpec(name="image", shape=(1, 8, 8), dtype="float32")],
+        outputs=[TensorSpec(name="logits", shape=(10,), dtype="float32")],
+    )
+    config = build_model_config(spec)
+    config.cc_model_filenames.update(cc_files)
+    model_dir = repository / "digits_trt"
+    (model_dir / "1").mkdir(parents=True)
+    write_config(config, model_dir / "config.pbtxt")
+    for name in present:
+        (model_dir / "1" / name).write_bytes(b"engine")
+    return model_dir
+
+
+def test_check_repository_checks_one_engine_per_compute_capability(tmp_path: Path) -> None:
+    _plan_model(tmp_path, {"8.0": "model.sm80.plan", "9.0": "model.sm90.plan"}, ["model.sm80.plan", "model.sm90.plan"])
+    assert _messages(tmp_path) == []
+
+
+def test_check_repository_names_the_gpu_type_whose_engine_is_missing(tmp_path: Path) -> None:
+    model_dir = _plan_model(tmp_path, {"8.0": "model.sm80.plan", "9.0": "model.sm90.plan"}, ["model.sm80.plan"])
+    messages = _messages(tmp_path)
+    assert len(messages) == 1
+    assert str(model_dir / "1" / "model.sm90.plan") in messages[0]
+    assert "compute capability 9.0" in messages[0] and "build-engine" in messages[0]
+
+
+def test_check_repository_reports_an_ensemble_step_calling_a_missing_model(tmp_path: Path) -> None:
+    from google.protobuf import text_format
+
+    model_dir = tmp_path / "text"
+    (model_dir / "1").mkdir(parents=True)
+    config = text_format.Parse(
+        'name: "text" platform: "ensemble" max_batch_size: 8 '
+        'input { name: "TEXT" data_type: TYPE_STRING dims: 1 } '
+        'output { name: "EMBEDDING" data_type: TYPE_FP32 dims: 384 } '
+        'ensemble_scheduling { step { model_name: "tokenizer" model_version: -1 '
+        'input_map { key: "TEXT" value: "TEXT" } output_map { key: "EMBEDDING" value: "EMBEDDING" } } }',
+        model_config_pb2.ModelConfig(),
+    )
+    write_config(config, model_dir / "config.pbtxt")
+    messages = _messages(tmp_path)
+    assert messages == [
+        f"{model_dir / 'config.pbtxt'}: ensemble step calls model 'tokenizer', which is not in this repository"
+    ]
