@@ -3,6 +3,7 @@
     async with AsyncTritonClient("127.0.0.1:8001") as client:
         await client.wait_until_ready("digits")
         logits = (await client.infer("digits", {"image": batch}))["logits"]
+        vectors = await client.embed(["How do I reset my password?"])   # float32 [1, 384]
 
 The channel is opened on first use, inside the running event loop, because grpc.aio channels belong to the loop
 that created them.
@@ -15,14 +16,23 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import numpy as np
 from numpy.typing import NDArray
 
 from tritonforge.client.base import ClientBase, normalize_version
+from tritonforge.client.client import (
+    EMBEDDING_OUTPUT,
+    TEXT_INPUT,
+    TEXT_MODEL,
+    embedding_plan,
+    join_embeddings,
+    text_batch,
+)
 from tritonforge.client.retry import Deadline
 from tritonforge.client.settings import ClientSettings
 from tritonforge.client.tensors import ModelSignature, TensorInfo
 from tritonforge.client.transport import AsyncTransport, AsyncTransportFactory, grpc_aio_transport
-from tritonforge.errors import ServerUnavailableError
+from tritonforge.errors import InferenceTimeoutError, ServerUnavailableError
 
 __all__ = ["AsyncTritonClient"]
 
@@ -142,6 +152,35 @@ class AsyncTritonClient(ClientBase):
             deadline=deadline,
         )
         return self._arrays(model, result)
+
+    async def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        model: str = TEXT_MODEL,
+        version: str | None = None,
+        timeout_s: float | None = None,
+        input_name: str = TEXT_INPUT,
+        output_name: str = EMBEDDING_OUTPUT,
+    ) -> NDArray[np.float32]:
+        """Embed texts with a text-embedding model; see `TritonClient.embed` for arguments, result and errors."""
+        batch = text_batch(texts)
+        deadline = self._deadline(timeout_s)
+        signature = await self._signature(model, normalize_version(version), deadline)
+        chunks, width = embedding_plan(model, signature, len(batch), input_name=input_name, output_name=output_name)
+        parts = []
+        for chunk in chunks:
+            if deadline.expired():
+                raise InferenceTimeoutError(model, deadline.timeout_s)
+            try:
+                result = await self.infer(
+                    model, {input_name: batch[chunk]}, version=version, timeout_s=max(deadline.remaining_s(), 1e-3),
+                    outputs=[output_name],
+                )  # fmt: skip
+            except InferenceTimeoutError as exc:  # name the whole call's budget, not what was left of it
+                raise InferenceTimeoutError(model, deadline.timeout_s) from exc
+            parts.append(result[output_name])
+        return join_embeddings(parts, width)
 
     async def model_signature(self, model: str, version: str | None = None) -> ModelSignature:
         """The model's inputs, outputs and max_batch_size (cached after the first call)."""

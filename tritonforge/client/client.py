@@ -3,9 +3,12 @@
     with TritonClient("127.0.0.1:8001", timeout_s=2.0) as client:
         client.wait_until_ready("digits", timeout_s=30.0)
         logits = client.infer("digits", {"image": batch})["logits"]   # batch: float32 [N, 1, 8, 8]
+        vectors = client.embed(["How do I reset my password?", ...])  # float32 [N, 384] from the `minilm` ensemble
 
 Requests are checked against the model's metadata (fetched once per model and version, then cached) before
 they are sent, so a wrong name, dtype or shape fails at once with InvalidInputError saying what was expected.
+`embed` is the text model's convenience call: strings go as a BYTES tensor [N, 1] through the same checked `infer`
+path, split into requests of at most the model's max_batch_size.
 Works under gevent (Locust) once `grpc.experimental.gevent.init_gevent()` has run; call `close()` when done.
 """
 
@@ -16,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import numpy as np
 from numpy.typing import NDArray
 
 from tritonforge.client.base import ClientBase, normalize_version
@@ -23,13 +27,67 @@ from tritonforge.client.retry import Deadline
 from tritonforge.client.settings import ClientSettings
 from tritonforge.client.tensors import ModelSignature, TensorInfo
 from tritonforge.client.transport import SyncTransportFactory, grpc_transport
-from tritonforge.errors import ServerUnavailableError
+from tritonforge.errors import InferenceTimeoutError, InvalidInputError, ServerUnavailableError
 
-__all__ = ["TritonClient"]
+__all__ = ["EMBEDDING_OUTPUT", "TEXT_INPUT", "TEXT_MODEL", "TritonClient"]
 
 _LOGGER = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+TEXT_MODEL = "minilm"
+"""The text-embedding ensemble `embed` calls by default (tritonforge.examples.minilm)."""
+TEXT_INPUT = "TEXT"
+EMBEDDING_OUTPUT = "EMBEDDING"
+
+
+def text_batch(texts: Sequence[str]) -> NDArray[np.object_]:
+    """Turn texts into the BYTES tensor a text model takes: an object array of UTF-8 bytes, shape [N, 1].
+
+    Raises:
+        InvalidInputError: `texts` is one string rather than a list, or holds something other than strings.
+    """
+    if isinstance(texts, (str, bytes)):
+        raise InvalidInputError("embed takes a list of strings, not one string; wrap a single text as [text]")
+    items = list(texts)
+    encoded = []
+    for index, text in enumerate(items):
+        if not isinstance(text, str):
+            raise InvalidInputError(f"text {index} is a {type(text).__name__}; embed takes strings only")
+        try:
+            encoded.append(text.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise InvalidInputError(f"text {index} cannot be encoded as UTF-8 ({exc.reason}); fix the string") from exc
+    batch = np.empty((len(encoded), 1), dtype=np.object_)
+    batch[:, 0] = encoded
+    return batch
+
+
+def embedding_plan(
+    model: str, signature: ModelSignature, count: int, *, input_name: str, output_name: str
+) -> tuple[list[slice], int]:
+    """Check a model can embed text and plan the requests: slices of at most max_batch_size texts, and the width.
+
+    Raises:
+        InvalidInputError: the model lacks the text input or a fixed-width embedding output.
+    """
+    tensor = signature.input(input_name)
+    output = signature.output(output_name)
+    if tensor is None or tensor.datatype != "BYTES" or output is None or len(output.shape) < 1 or output.shape[-1] < 1:
+        raise InvalidInputError(
+            f"model '{model}' is not a text-embedding model: embed needs a BYTES input '{input_name}' and an "
+            f"output '{output_name}' [N, D]; it has inputs {[t.name for t in signature.inputs]} and outputs "
+            f"{[t.name for t in signature.outputs]} (pass input_name/output_name, or call infer)"
+        )
+    step = signature.max_batch_size or max(count, 1)
+    return [slice(start, start + step) for start in range(0, count, step)], int(output.shape[-1])
+
+
+def join_embeddings(parts: Sequence[NDArray[Any]], width: int) -> NDArray[np.float32]:
+    """Stack the per-request embeddings into one float32 [N, width] array."""
+    if not parts:
+        return np.zeros((0, width), dtype=np.float32)
+    return np.concatenate([np.asarray(part, dtype=np.float32).reshape(len(part), width) for part in parts])
 
 
 class TritonClient(ClientBase):
@@ -150,6 +208,51 @@ class TritonClient(ClientBase):
             deadline=deadline,
         )
         return self._arrays(model, result)
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        model: str = TEXT_MODEL,
+        version: str | None = None,
+        timeout_s: float | None = None,
+        input_name: str = TEXT_INPUT,
+        output_name: str = EMBEDDING_OUTPUT,
+    ) -> NDArray[np.float32]:
+        """Embed texts with a text-embedding model (strings in, one vector per text out).
+
+        Args:
+            texts: the texts; more than the model's max_batch_size go as several requests, in order.
+            model: the text model, by default the `minilm` ensemble (tokenizer and encoder on the server).
+            version: the model version; None lets the server pick.
+            timeout_s: deadline for the whole call, every request included (default: settings).
+            input_name: the model's BYTES input.
+            output_name: the model's embedding output.
+
+        Returns:
+            float32 [len(texts), D] (D = 384 for all-MiniLM-L6-v2, L2-normalised); [0, D] for no texts.
+
+        Raises:
+            InvalidInputError: texts is not a list of strings, or the model is not a text-embedding model.
+            ModelNotReadyError, ServerUnavailableError, InferenceTimeoutError, InferenceError: as `infer`.
+        """
+        batch = text_batch(texts)
+        deadline = self._deadline(timeout_s)
+        signature = self._signature(model, normalize_version(version), deadline)
+        chunks, width = embedding_plan(model, signature, len(batch), input_name=input_name, output_name=output_name)
+        parts = []
+        for chunk in chunks:
+            if deadline.expired():
+                raise InferenceTimeoutError(model, deadline.timeout_s)
+            try:
+                result = self.infer(
+                    model, {input_name: batch[chunk]}, version=version, timeout_s=max(deadline.remaining_s(), 1e-3),
+                    outputs=[output_name],
+                )  # fmt: skip
+            except InferenceTimeoutError as exc:  # name the whole call's budget, not what was left of it
+                raise InferenceTimeoutError(model, deadline.timeout_s) from exc
+            parts.append(result[output_name])
+        return join_embeddings(parts, width)
 
     def model_signature(self, model: str, version: str | None = None) -> ModelSignature:
         """The model's inputs, outputs and max_batch_size (cached after the first call)."""

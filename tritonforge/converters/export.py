@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tritonforge.converters.onnx_graph import batched_specs, read_onnx_signature
-from tritonforge.converters.parity import ParityReport, check_parity
+from tritonforge.converters.parity import ParityReport, SampleFn, check_parity
 from tritonforge.converters.repository import MANIFEST_NAME, add_version, resolve_version
 from tritonforge.converters.specs import TensorSpec
 from tritonforge.converters.torch2onnx import MIN_OPSET, export_torch_to_onnx
@@ -156,10 +156,13 @@ def _config_from_graph(
     )
 
 
-def _export_settings(spec: ModelConfigSpec, inputs: Sequence[TensorSpec], opset: int) -> dict[str, Any]:
+def _export_settings(
+    spec: ModelConfigSpec, inputs: Sequence[TensorSpec], opset: int, *, sampled: bool
+) -> dict[str, Any]:
     return {
         "exporter": "torch.onnx.export (TorchScript, dynamo=False)",
         "opset": opset,
+        "parity_inputs": "caller's sample()" if sampled else "random (specs.sample_inputs)",
         "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in inputs],
         "outputs": [o.name for o in spec.outputs],
         "max_batch_size": spec.max_batch_size,
@@ -186,6 +189,7 @@ def export_to_repository(
     rtol: float = 1e-3,
     version: int | None = None,
     overwrite: bool = False,
+    sample: SampleFn | None = None,
 ) -> ExportedVersion:
     """Export a model to ONNX, gate it on parity with torch, and add it to the repository as a new version.
 
@@ -205,6 +209,8 @@ def export_to_repository(
         rtol: parity gate relative tolerance.
         version: the version to write; default: the next integer.
         overwrite: allow replacing an existing `version`.
+        sample: real inputs for the parity gate, as a function of the batch size (e.g. tokenized sentences for a
+            text model, whose attention mask random integers would break); None gates on random inputs.
 
     Returns:
         What was written, with the gate's figures.
@@ -223,13 +229,15 @@ def export_to_repository(
             opset=opset, overwrite=True, source=source,
         )  # fmt: skip
         report = check_parity(
-            model=model, onnx_path=onnx_path, inputs=inputs, batch_sizes=batch_sizes, atol=atol, rtol=rtol
-        )
+            model=model, onnx_path=onnx_path, inputs=inputs, batch_sizes=batch_sizes, atol=atol, rtol=rtol,
+            sample=sample,
+        )  # fmt: skip
         spec = _config_from_graph(
             onnx_path, model_name=model_name, max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
             instance_count=instance_count, instance_kind=instance_kind,
         )  # fmt: skip
-        manifest = {"source": source, "export": _export_settings(spec, inputs, opset), "parity": report.to_dict()}
+        settings = _export_settings(spec, inputs, opset, sampled=sample is not None)
+        manifest = {"source": source, "export": settings, "parity": report.to_dict()}
         version_dir = add_version(
             repository=repository,
             config=build_model_config(spec),

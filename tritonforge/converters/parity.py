@@ -4,6 +4,11 @@
     for row in report.results:
         print(row.output, row.batch_size, row.max_abs_err, row.max_rel_err)
 
+By default the inputs are random (specs.sample_inputs, dynamic sizes 3). A model whose inputs have rules random data
+breaks (a BERT attention mask holds only 0 and 1; token ids must be real) passes `sample`, a function of the batch
+size that returns real inputs: real data also exercises sizes the trace did not see (sequence lengths), so a size
+baked into the graph shows up as a failure here.
+
 An element passes when |onnx - torch| <= atol + rtol * |torch| (numpy.isclose). Running more than one batch size is
 what exposes a batch size baked into the graph: the export traces one batch size, and a constant taken from it (a
 Reshape to [2, -1], say) breaks every other size, either as an ONNX Runtime shape error or as wrong outputs.
@@ -12,7 +17,7 @@ Reshape to [2, -1], say) breaks every other size, either as an ONNX Runtime shap
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +33,9 @@ if TYPE_CHECKING:
     import torch
 
 _LOGGER = logging.getLogger(__name__)
+
+SampleFn = Callable[[int], Mapping[str, npt.NDArray[Any]]]
+"""Returns real model inputs for a batch size: one array per input name, batch axis first."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,12 +121,40 @@ def _session(onnx_path: Path) -> Any:
         raise ConversionError(f"ONNX Runtime cannot load {onnx_path}: {_one_line(exc)}") from exc
 
 
+def sampled_feeds(sample: SampleFn, inputs: Sequence[TensorSpec], batch_size: int) -> dict[str, npt.NDArray[Any]]:
+    """Call `sample(batch_size)` and check it gives one array per input, with that batch size and the spec's dtype.
+
+    Raises:
+        ConfigError: the sample misses or adds inputs, or an array has the wrong batch size or dtype.
+    """
+    feeds = {name: np.asarray(array) for name, array in sample(batch_size).items()}
+    names = [spec.name for spec in inputs]
+    if sorted(feeds) != sorted(names):
+        raise ConfigError(f"sample({batch_size}) returned inputs {sorted(feeds)}; the model's inputs are {names}")
+    for spec in inputs:
+        array = feeds[spec.name]
+        if array.ndim != len(spec.shape) + 1 or array.shape[0] != batch_size or array.dtype != np.dtype(spec.dtype):
+            raise ConfigError(
+                f"sample({batch_size}) input '{spec.name}' is {array.dtype} {list(array.shape)}; it must be "
+                f"{spec.dtype} with {len(spec.shape) + 1} axes and batch size {batch_size} first"
+            )
+    return {spec.name: feeds[spec.name] for spec in inputs}
+
+
 def _run_batch(
-    model: torch.nn.Module, session: Any, inputs: Sequence[TensorSpec], batch_size: int, seed: int
+    model: torch.nn.Module,
+    session: Any,
+    inputs: Sequence[TensorSpec],
+    batch_size: int,
+    seed: int,
+    sample: SampleFn | None,
 ) -> tuple[list[npt.NDArray[Any]] | None, list[npt.NDArray[Any]] | None, _Failure | None]:
     import torch
 
-    feeds = sample_inputs(inputs, batch_size=batch_size, seed=seed + batch_size)
+    if sample is not None:
+        feeds = sampled_feeds(sample, inputs, batch_size)
+    else:
+        feeds = sample_inputs(inputs, batch_size=batch_size, seed=seed + batch_size)
     try:
         with torch.no_grad():
             _, tensors = flatten_outputs(model(*(torch.from_numpy(feeds[s.name]) for s in inputs)))
@@ -169,8 +205,9 @@ def check_parity(
     atol: float = 1e-4,
     rtol: float = 1e-3,
     seed: int = 0,
+    sample: SampleFn | None = None,
 ) -> ParityReport:
-    """Compare ONNX Runtime's outputs with torch's on the same random inputs, at each batch size.
+    """Compare ONNX Runtime's outputs with torch's on the same inputs (random, or `sample`'s), at each batch size.
 
     Args:
         model: the source module (switched to eval mode).
@@ -180,12 +217,13 @@ def check_parity(
         atol: absolute tolerance per element.
         rtol: relative tolerance per element (relative to torch's value).
         seed: seeds the random inputs (each batch size adds its own offset).
+        sample: returns real inputs for a batch size (see SampleFn); None draws random ones from the specs.
 
     Returns:
         The report, every comparison within tolerance.
 
     Raises:
-        ConfigError: bad batch sizes or tolerances.
+        ConfigError: bad batch sizes or tolerances, or `sample` returned arrays that do not fit the specs.
         ConversionError: ONNX Runtime cannot load the file.
         ParityError: an output differs beyond tolerance, or a batch size fails; the message has the numbers and,
             when only some batch sizes fail, says the batch size looks baked into the graph and how to fix it.
@@ -200,7 +238,7 @@ def check_parity(
     results: list[ParityResult] = []
     failures: list[_Failure] = []
     for batch_size in sorted(set(batch_sizes)):
-        want, got, failure = _run_batch(model, session, inputs, batch_size, seed)
+        want, got, failure = _run_batch(model, session, inputs, batch_size, seed, sample)
         if failure is not None:
             failures.append(failure)
             continue

@@ -3,10 +3,15 @@
     version_dir = add_version(repository=Path("model_repository"), config=config,
                               model_file=Path("build/model.onnx"), manifest={"source": "pkg.mod:factory"})
     # model_repository/digits/config.pbtxt, model_repository/digits/3/{model.onnx,manifest.json}
+    add_version(repository=repo, config=tokenizer_config, model_file=Path("model.py"), manifest={},
+                extra_files={"tokenizer.json": Path("build/tokenizer.json")})   # files the model reads at load time
+    add_version(repository=repo, config=ensemble_config, model_file=None, manifest={})  # 1/manifest.json only
 
 A new version is staged in a hidden folder inside the model's folder (Triton ignores names that are not integers)
 and renamed into place; config.pbtxt is replaced atomically after that. On any failure the staged files are removed
-and a replaced version is restored, so the repository is left exactly as it was.
+and a replaced version is restored, so the repository is left exactly as it was. Extra files (a tokenizer, a vocabulary)
+travel with the model file the same way, and the manifest records the sha256 of each. An ensemble has no model file,
+but Triton still needs its version folder: it gets one holding only the manifest.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Iterator, Mapping
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import tritonforge
@@ -48,6 +53,7 @@ _DEFAULT_MODEL_FILES = {
     "tensorflow_graphdef": "model.graphdef",
 }
 _TOOLS = ("torch", "onnx", "onnxruntime", "onnxscript", "tritonclient")
+_MODEL_FREE_PLATFORMS = {"ensemble"}
 
 
 def model_filename(config: model_config_pb2.ModelConfig) -> str | None:
@@ -112,6 +118,22 @@ def resolve_version(model_dir: Path, version: int | None, *, overwrite: bool) ->
     return version
 
 
+def _checked_model_file(config: model_config_pb2.ModelConfig, model_file: Path | None) -> str | None:
+    """Return the file name the model file takes in the version folder (None for an ensemble without one)."""
+    if model_file is None:
+        if config.platform in _MODEL_FREE_PLATFORMS:
+            return None
+        raise ConfigError(
+            f"model '{config.name}' ({config.platform or config.backend}) needs a model file; only ensembles have none"
+        )
+    filename = model_filename(config)
+    if filename is None:
+        raise ConfigError(f"model '{config.name}': cannot tell the model file name; set default_model_filename")
+    if not model_file.is_file():
+        raise ConfigError(f"model file {model_file} does not exist")
+    return filename
+
+
 @contextlib.contextmanager
 def _created_dir(path: Path) -> Iterator[None]:
     """Create `path` if needed; if it was created here and the block fails, remove it again (when empty)."""
@@ -126,10 +148,42 @@ def _created_dir(path: Path) -> Iterator[None]:
         raise
 
 
-def _stage(stage: Path, model_file: Path, filename: str, manifest: dict[str, Any]) -> dict[str, Any]:
-    with atomic_output(stage / filename) as tmp:
-        shutil.copyfile(model_file, tmp)
-    full = {**manifest, "model_file": filename, "sha256": sha256_file(stage / filename)}
+def _check_extra_files(model: str, extra_files: Mapping[str, Path], reserved: set[str]) -> dict[str, Path]:
+    """Validate extra file names (relative paths inside the version folder) and their sources."""
+    checked: dict[str, Path] = {}
+    for name, source in extra_files.items():
+        relative = PurePosixPath(name)
+        if not name or relative.is_absolute() or any(part in {"", ".", ".."} for part in name.split("/")):
+            raise ConfigError(
+                f"model '{model}': extra file name {name!r} must be a relative path inside the version folder, "
+                "e.g. 'tokenizer.json' or 'assets/vocab.txt', without '..'"
+            )
+        if relative.as_posix() in reserved:
+            raise ConfigError(f"model '{model}': extra file {name!r} would replace the {name} tritonforge writes")
+        if not Path(source).is_file():
+            raise ConfigError(f"model '{model}': extra file {name!r} comes from {source}, which is not a file")
+        checked[relative.as_posix()] = Path(source)
+    return checked
+
+
+def _copy_in(stage: Path, name: str, source: Path) -> str:
+    target = stage / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(target) as tmp:
+        shutil.copyfile(source, tmp)
+    return sha256_file(target)
+
+
+def _stage(
+    stage: Path, model_file: Path | None, filename: str | None, extra_files: dict[str, Path], manifest: dict[str, Any]
+) -> dict[str, Any]:
+    full = dict(manifest)
+    if model_file is not None and filename is not None:
+        full.update(model_file=filename, sha256=_copy_in(stage, filename, model_file))
+    else:
+        full.update(model_file=None, sha256=None)
+    if extra_files:
+        full["extra_files"] = {name: _copy_in(stage, name, source) for name, source in sorted(extra_files.items())}
     full.setdefault("tool_versions", tool_versions())
     full["created_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     atomic_write_text(stage / MANIFEST_NAME, json.dumps(full, indent=2, sort_keys=True) + "\n")
@@ -164,35 +218,37 @@ def add_version(
     *,
     repository: Path,
     config: model_config_pb2.ModelConfig,
-    model_file: Path,
+    model_file: Path | None,
     manifest: dict[str, Any],
     version: int | None = None,
     overwrite: bool = False,
+    extra_files: Mapping[str, Path] | None = None,
 ) -> Path:
     """Add a model file to the repository as a new version, with its manifest, and (re)write config.pbtxt.
 
     Args:
         repository: the model repository root (created if missing).
         config: the model's config; `config.name` is the model's folder.
-        model_file: the file to copy in (named `model.onnx`, `model.plan`... after the platform).
+        model_file: the file to copy in (named `model.onnx`, `model.plan`... after the platform); None for an
+            ensemble, whose version folder holds only the manifest (Triton needs the folder to exist).
         manifest: what to record beside the model (source, export settings, parity figures); the sha256,
-            model file name, tool versions and creation time are added here.
+            model file name, extra files' sha256, tool versions and creation time are added here.
         version: the version number; default: one above the highest existing version (1 for a new model).
         overwrite: allow replacing an existing `version`.
+        extra_files: more files the model reads, by their path inside the version folder (e.g.
+            {"tokenizer.json": Path("build/tokenizer.json")}); copied in with the model file, in the same atomic step.
 
     Returns:
         The version folder, `<repository>/<model>/<version>`.
 
     Raises:
-        ConfigError: bad model name, unknown model file name, missing model file, or the version exists and
-            overwrite is False.
+        ConfigError: bad model name, unknown model file name, missing model or extra file, a model file missing for
+            a platform that needs one, or the version exists and overwrite is False.
     """
     validate_model_name(config.name)
-    filename = model_filename(config)
-    if filename is None:
-        raise ConfigError(f"model '{config.name}': cannot tell the model file name; set default_model_filename")
-    if not model_file.is_file():
-        raise ConfigError(f"model file {model_file} does not exist")
+    filename = _checked_model_file(config, model_file)
+    reserved = {MANIFEST_NAME} | ({filename} if filename else set())
+    extras = _check_extra_files(str(config.name), extra_files or {}, reserved)
     model_dir = repository / str(config.name)
     target_version = resolve_version(model_dir, version, overwrite=overwrite)
     target = model_dir / str(target_version)
@@ -200,7 +256,7 @@ def add_version(
     with _created_dir(repository), _created_dir(model_dir):
         stage = Path(tempfile.mkdtemp(prefix=f".staging-{target_version}-", dir=model_dir))
         try:
-            _stage(stage, model_file, filename, {**manifest, "model": config.name, "version": target_version})
+            _stage(stage, model_file, filename, extras, {**manifest, "model": config.name, "version": target_version})
             _swap_in(stage, target, model_dir / CONFIG_NAME, config_text, overwrite=overwrite)
         finally:
             shutil.rmtree(stage, ignore_errors=True)

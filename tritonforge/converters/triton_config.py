@@ -6,6 +6,10 @@
     write_config(build_model_config(spec), Path("model_repository/digits/config.pbtxt"))
     config = read_config(Path("model_repository/digits/config.pbtxt"))  # a model_config_pb2.ModelConfig
 
+    ensemble = ModelConfigSpec(name="minilm", platform=ENSEMBLE_PLATFORM, max_batch_size=64, inputs=..., outputs=...,
+                               ensemble_steps=[EnsembleStep(model_name="minilm_tokenizer", input_map={"TEXT": "TEXT"},
+                                                            output_map={"input_ids": "ids", ...}), ...])
+
 The path is spec -> dict -> `json_format.ParseDict` -> `text_format`, so the proto itself checks every field name and
 enum; nothing here formats pbtxt by hand, and the parser is protobuf's.
 """
@@ -28,6 +32,9 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 
 ONNX_PLATFORM = "onnxruntime_onnx"
+ENSEMBLE_PLATFORM = "ensemble"
+LATEST_VERSION = -1
+"""An ensemble step's `model_version` that means "whatever version the server serves as latest"."""
 
 
 class InstanceKind(str, Enum):
@@ -84,6 +91,55 @@ class VersionPolicy:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EnsembleStep:
+    """One step of an ensemble: which model runs, and how its tensors connect to the ensemble's.
+
+    Attributes:
+        model_name: the model this step runs.
+        model_version: its version; -1 (LATEST_VERSION) follows the version the server serves.
+        input_map: the step model's input name -> the ensemble tensor that feeds it.
+        output_map: the step model's output name -> the ensemble tensor it produces.
+    """
+
+    model_name: str
+    model_version: int = LATEST_VERSION
+    input_map: dict[str, str]
+    output_map: dict[str, str]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_map", dict(self.input_map))  # a private copy: the spec stays as validated
+        object.__setattr__(self, "output_map", dict(self.output_map))
+        validate_model_name(self.model_name)
+        if self.model_version < 1 and self.model_version != LATEST_VERSION:
+            raise ConfigError(
+                f"ensemble step '{self.model_name}': model_version {self.model_version} must be >= 1, or -1 for latest"
+            )
+        for role in ("input_map", "output_map"):
+            mapping = getattr(self, role)
+            if not mapping:
+                raise ConfigError(f"ensemble step '{self.model_name}' needs a non-empty {role}")
+            bad = [f"{k!r}: {v!r}" for k, v in mapping.items() if not _plain_name(k) or not _plain_name(v)]
+            if bad:
+                raise ConfigError(f"ensemble step '{self.model_name}' {role} has empty or padded names: {bad}")
+        produced = list(self.output_map.values())
+        if len(set(produced)) != len(produced):
+            raise ConfigError(f"ensemble step '{self.model_name}' maps two outputs to one ensemble tensor: {produced}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the step in ModelConfig's JSON form (`ensemble_scheduling.step`)."""
+        return {
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "input_map": dict(self.input_map),
+            "output_map": dict(self.output_map),
+        }
+
+
+def _plain_name(name: object) -> bool:
+    return isinstance(name, str) and bool(name) and name == name.strip()
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelConfigSpec:
     """Everything tritonforge puts in a config.pbtxt, validated before the proto is built.
 
@@ -99,6 +155,9 @@ class ModelConfigSpec:
         instance_count: model instances per device.
         instance_kind: where the instances run.
         version_policy: which versions Triton serves.
+        parameters: free-form string parameters the backend reads (config.pbtxt `parameters`).
+        ensemble_steps: the steps of an ensemble (platform "ensemble" only, which requires them); an ensemble has no
+            instances and no dynamic batching of its own, so those fields must keep their defaults.
     """
 
     name: str
@@ -112,11 +171,14 @@ class ModelConfigSpec:
     instance_count: int = 1
     instance_kind: InstanceKind = InstanceKind.AUTO
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+    parameters: dict[str, str] = field(default_factory=dict)
+    ensemble_steps: tuple[EnsembleStep, ...] = ()
 
     def __post_init__(self) -> None:
-        for attr in ("inputs", "outputs", "preferred_batch_sizes"):
+        for attr in ("inputs", "outputs", "preferred_batch_sizes", "ensemble_steps"):
             if isinstance(getattr(self, attr), list):  # accept lists; the frozen spec keeps tuples
                 object.__setattr__(self, attr, tuple(getattr(self, attr)))
+        object.__setattr__(self, "parameters", dict(self.parameters))
         validate_model_name(self.name)
         if (self.platform is None) == (self.backend is None):
             raise ConfigError(f"model '{self.name}': give exactly one of platform or backend")
@@ -128,6 +190,54 @@ class ModelConfigSpec:
         self._validate_batching()
         if self.instance_count < 1:
             raise ConfigError(f"model '{self.name}': instance_count {self.instance_count} must be >= 1")
+        bad = [f"{k!r}: {v!r}" for k, v in self.parameters.items() if not _plain_name(k) or not isinstance(v, str)]
+        if bad:
+            raise ConfigError(f"model '{self.name}': parameters must map non-empty names to strings, got {bad}")
+        self._validate_ensemble()
+
+    @property
+    def is_ensemble(self) -> bool:
+        """Whether this is an ensemble (platform "ensemble")."""
+        return self.platform == ENSEMBLE_PLATFORM
+
+    def _validate_ensemble(self) -> None:
+        if not self.is_ensemble:
+            if self.ensemble_steps:
+                raise ConfigError(f"model '{self.name}': ensemble_steps need platform='{ENSEMBLE_PLATFORM}'")
+            return
+        if not self.ensemble_steps:
+            raise ConfigError(f"ensemble '{self.name}' needs at least one step (ensemble_steps)")
+        own_instances = self.instance_count != 1 or self.instance_kind is not InstanceKind.AUTO
+        if self.max_queue_delay_us is not None or own_instances:
+            raise ConfigError(
+                f"ensemble '{self.name}' cannot set dynamic batching or instances (Triton rejects them); "
+                "set them on the models its steps run"
+            )
+        available = {t.name for t in self.inputs}
+        produced: set[str] = set()
+        for step in self.ensemble_steps:
+            twice = sorted((produced | available) & set(step.output_map.values()))
+            if twice:
+                raise ConfigError(
+                    f"ensemble '{self.name}': step '{step.model_name}' writes tensor(s) {twice}, which already have a "
+                    "producer; give each intermediate tensor its own name"
+                )
+            produced |= set(step.output_map.values())
+        every = available | produced
+        for step in self.ensemble_steps:
+            unfed = sorted(set(step.input_map.values()) - every)
+            if unfed:
+                raise ConfigError(
+                    f"ensemble '{self.name}': step '{step.model_name}' reads tensor(s) {unfed} that no ensemble input "
+                    f"or step output provides; known tensors: {sorted(every)}"
+                )
+        missing = sorted({t.name for t in self.outputs} - produced)
+        if missing:
+            raise ConfigError(f"ensemble '{self.name}': output(s) {missing} are produced by no step; map them in one")
+        consumed = {name for step in self.ensemble_steps for name in step.input_map.values()}
+        unused = sorted(available - consumed)
+        if unused:
+            raise ConfigError(f"ensemble '{self.name}': input(s) {unused} feed no step; map them in a step's input_map")
 
     def _validate_tensors(self) -> None:
         for role, tensors in (("inputs", self.inputs), ("outputs", self.outputs)):
@@ -207,8 +317,14 @@ def build_model_config(spec: ModelConfigSpec) -> model_config_pb2.ModelConfig:
     config["max_batch_size"] = spec.max_batch_size
     config["input"] = [_tensor_dict(t) for t in spec.inputs]
     config["output"] = [_tensor_dict(t) for t in spec.outputs]
-    # WAR: KIND_AUTO is the enum's zero value, so proto3 text format leaves `kind` out; Triton reads that as AUTO.
-    config["instance_group"] = [{"count": spec.instance_count, "kind": spec.instance_kind.value}]
+    if spec.is_ensemble:
+        # An ensemble runs no instances of its own; Triton rejects an instance_group on it.
+        config["ensemble_scheduling"] = {"step": [step.to_dict() for step in spec.ensemble_steps]}
+    else:
+        # WAR: KIND_AUTO is the enum's zero value, so proto3 text format leaves `kind` out; Triton reads it as AUTO.
+        config["instance_group"] = [{"count": spec.instance_count, "kind": spec.instance_kind.value}]
+    if spec.parameters:
+        config["parameters"] = {key: {"string_value": value} for key, value in sorted(spec.parameters.items())}
     if spec.max_queue_delay_us is not None:
         # WAR: a delay of 0 prints as an empty `dynamic_batching {}`; the message's presence is what enables batching.
         batching: dict[str, Any] = {"max_queue_delay_microseconds": spec.max_queue_delay_us}
