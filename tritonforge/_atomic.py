@@ -5,6 +5,8 @@
         torch.onnx.export(model, args, tmp)
 
 The temporary file lives in the destination's own folder, so the final `os.replace` is a rename on one file system.
+`tempfile` creates files 0600 and folders 0700; what is published here is made readable to all (0644/0755, or an
+existing file's own mode), because a model repository is read by a tritonserver that may run as another user.
 """
 
 from __future__ import annotations
@@ -14,6 +16,16 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+
+
+def staging_dir(parent: Path, prefix: str) -> Path:
+    """Create a fresh hidden folder in `parent` (mode 0755) to assemble something before renaming it into place."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(folder, DIR_MODE)
+    return folder
 
 
 @contextlib.contextmanager
@@ -31,6 +43,8 @@ def atomic_output(path: Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        mode = path.stat().st_mode & 0o7777 if path.exists() else FILE_MODE
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

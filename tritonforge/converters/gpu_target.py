@@ -36,6 +36,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tritonforge._atomic import staging_dir
 from tritonforge.converters.repository import CONFIG_NAME, model_filename, version_numbers
 from tritonforge.converters.tensorrt_profiles import SequenceRange, derive_profile
 from tritonforge.converters.tensorrt_repository import PLAN_PLATFORM, check_placement, link_or_copy
@@ -358,7 +359,7 @@ def write_gpu_repository(
     configs = {d.name: read_config(d / CONFIG_NAME) for d in model_dirs(source)}
     selected = _select(configs, models)
     output.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{output.name}.staging-", dir=output.parent))
+    stage = staging_dir(output.parent, f".{output.name}.staging-")
     backup: Path | None = None
     try:
         accelerated: dict[str, str] = {}

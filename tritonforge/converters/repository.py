@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import tritonforge
-from tritonforge._atomic import atomic_output, atomic_write_text
+from tritonforge._atomic import atomic_output, atomic_write_text, staging_dir
 from tritonforge.converters.triton_config import config_to_text, validate_model_name
 from tritonforge.errors import ConfigError
 
@@ -254,7 +254,7 @@ def add_version(
     target = model_dir / str(target_version)
     config_text = config_to_text(config)
     with _created_dir(repository), _created_dir(model_dir):
-        stage = Path(tempfile.mkdtemp(prefix=f".staging-{target_version}-", dir=model_dir))
+        stage = staging_dir(model_dir, f".staging-{target_version}-")
         try:
             _stage(stage, model_file, filename, extras, {**manifest, "model": config.name, "version": target_version})
             _swap_in(stage, target, model_dir / CONFIG_NAME, config_text, overwrite=overwrite)

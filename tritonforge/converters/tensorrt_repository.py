@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tritonforge._atomic import atomic_output, atomic_write_text
+from tritonforge._atomic import atomic_output, atomic_write_text, staging_dir
 from tritonforge.converters.gpu_info import GpuInfo, check_compute_capability, query_gpu
 from tritonforge.converters.repository import (
     CONFIG_NAME,
@@ -335,7 +335,7 @@ def _add_engine_to_version(
     failure the old version folder and config.pbtxt are back in place.
     """
     target = model_dir / str(version)
-    stage = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=model_dir))
+    stage = staging_dir(model_dir, f".staging-{version}-")
     backup: Path | None = None
     try:
         for item in target.iterdir():

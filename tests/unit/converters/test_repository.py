@@ -176,3 +176,12 @@ def test_model_filename_follows_platform_or_backend_when_no_default_is_set() -> 
     assert model_filename(model_config_pb2.ModelConfig(backend="python")) == "model.py"
     assert model_filename(model_config_pb2.ModelConfig(platform="x", default_model_filename="m.bin")) == "m.bin"
     assert model_filename(model_config_pb2.ModelConfig(platform="ensemble")) is None
+
+
+def test_add_version_publishes_files_a_server_running_as_another_user_can_read(
+    repository: Path, config: model_config_pb2.ModelConfig, model_file: Path
+) -> None:
+    version_dir = add_version(repository=repository, config=config, model_file=model_file, manifest={})
+    assert version_dir.stat().st_mode & 0o777 == 0o755
+    for path in (version_dir / "model.onnx", version_dir / "manifest.json", version_dir.parent / "config.pbtxt"):
+        assert path.stat().st_mode & 0o777 == 0o644, path
