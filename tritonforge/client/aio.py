@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tritonforge.client.base import ClientBase, normalize_version
-from tritonforge.client.client import (
+from tritonforge.client.embedding import (
     EMBEDDING_OUTPUT,
     TEXT_INPUT,
     TEXT_MODEL,
