@@ -10,7 +10,8 @@ The tree:
     TritonForgeError                 root: the CLI prints "<Class>: <message>" and exits 1
     ├── ConfigError                  bad input from the user: fix the argument, file or config
     ├── ConversionError              an export/quantize/build step failed (log_path, repro_cmd)
-    │   └── ParityError              the converted model disagrees with the source model
+    │   ├── ParityError              the converted model disagrees with the source model
+    │   └── QualityGateError         no quantized variant kept the task metric within tolerance
     ├── ServerError                  the embedded tritonserver did not start or a model did not load
     ├── ClientError                  a gRPC call to Triton failed
     │   ├── InvalidInputError        the request does not match the model's inputs (never retried)
@@ -55,6 +56,10 @@ class ConversionError(TritonForgeError):
 
 class ParityError(ConversionError):
     """The exported model's outputs differ from the source model's beyond the tolerance."""
+
+
+class QualityGateError(ConversionError):
+    """No variant kept the task metric within the gate's tolerance (the message says by how much each missed)."""
 
 
 class ServerError(TritonForgeError):

@@ -10,6 +10,7 @@ from torch import nn
 
 from tritonforge.converters.export import ExportedVersion, export_to_repository
 from tritonforge.converters.specs import TensorSpec
+from tritonforge.examples.digits import build_digits
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "configs"
 
@@ -45,3 +46,14 @@ def exported(model: nn.Module, image_spec: TensorSpec, repository: Path) -> Expo
         model_name="digits",
         source="converter_models:tiny_cnn",
     )
+
+
+@pytest.fixture(scope="session")
+def trained_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository with the trained digits CNN as `digits` version 1 (15 epochs, ~98%), built once per session.
+
+    Read-only: tests that write into a repository copy it first.
+    """
+    root = tmp_path_factory.mktemp("trained-digits")
+    build_digits(repository=root / "repo", weights_dir=root, epochs=15)
+    return root / "repo"

@@ -27,7 +27,6 @@ from tritonforge.converters.gpu_target import (
 from tritonforge.converters.tensorrt_profiles import SequenceRange
 from tritonforge.converters.triton_config import read_config, write_config
 from tritonforge.errors import ConfigError
-from tritonforge.examples.digits import build_digits
 
 KIND_GPU = model_config_pb2.ModelInstanceGroup.KIND_GPU
 
@@ -200,11 +199,11 @@ def test_precision_is_read_from_the_graph(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def digits_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def digits_repository(tmp_path_factory: pytest.TempPathFactory, trained_digits: Path) -> Path:
     """The digits example, plus a python-backend model and an ensemble calling both (as the text example does)."""
     root = tmp_path_factory.mktemp("gpu_target")
     repository = root / "model_repository"
-    build_digits(repository=repository, weights_dir=root / "build")
+    shutil.copytree(trained_digits, repository)
     tokenizer = repository / "tokenizer"
     (tokenizer / "1").mkdir(parents=True)
     (tokenizer / "1" / "model.py").write_text("# python backend model\n")
