@@ -129,15 +129,16 @@ def _manifest(version_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _quantization(manifest: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """Return the manifest's quantization record (written by `tritonforge quantize`), or None."""
-    record = manifest.get("quantization")
-    return record if isinstance(record, Mapping) else None
-
-
-def _variant_source(record: Mapping[str, Any]) -> str | None:
-    source = record.get("source")
-    return str(source.get("model")) if isinstance(source, Mapping) and source.get("model") else None
+def _variant_record(manifest: Mapping[str, Any]) -> tuple[str, str, dict[str, Any] | None] | None:
+    """Return (source model, label, gate result) of a version `tritonforge quantize` wrote, or None for others."""
+    source = manifest.get("quantized_from")
+    if not isinstance(source, Mapping) or not source.get("model"):
+        return None
+    settings = manifest.get("quantization")
+    label = str(settings.get("label", "quantized")) if isinstance(settings, Mapping) else "quantized"
+    gate = manifest.get("gate")
+    result = gate.get("result") if isinstance(gate, Mapping) else None
+    return str(source["model"]), label, dict(result) if isinstance(result, Mapping) else None
 
 
 def find_variants(repository: Path, model: str) -> list[Variant]:
@@ -157,18 +158,15 @@ def find_variants(repository: Path, model: str) -> list[Variant]:
             version_dir = model_dir / str(version)
             if not (version_dir / filename).is_file():
                 continue
-            manifest = _manifest(version_dir)
-            record = _quantization(manifest)
+            record = _variant_record(_manifest(version_dir))
             size = (version_dir / filename).stat().st_size
-            if record is not None and _variant_source(record) == model:
-                label = str(record.get("label") or record.get("method") or "quantized")
-                gate = record.get("gate")
+            if record is not None and record[0] == model:
+                _, label, gate = record
                 found.append(
                     Variant(
-                        model=model_dir.name, version=version, label=label, size_bytes=size,
-                        gate=dict(gate) if isinstance(gate, Mapping) else None, reference=False,
+                        model=model_dir.name, version=version, label=label, size_bytes=size, gate=gate, reference=False
                     )
-                )  # fmt: skip
+                )
             elif record is None and model_dir.name == model:
                 reference = Variant(
                     model=model, version=version, label="fp32", size_bytes=size, gate=None, reference=True
@@ -279,19 +277,16 @@ def _median_figures(runs: Sequence[LoopFigures]) -> LoopFigures:
 
 
 def gate_summary(gate: Mapping[str, Any] | None) -> str:
-    """Return the gate's headline figure in a few characters ("acc 98.4% (-0.2)", "cos 0.995/0.981", ...)."""
+    """Return the gate's deciding figure in a few characters ("acc 98.44% (-0.22 pt)", "cos 0.9932 / min 0.9858")."""
     if not gate:
         return "reference"
-    figures = gate.get("figures", gate)
-    if not isinstance(figures, Mapping):
-        return "?"
-    if "candidate_accuracy" in figures:
-        drop = figures.get("drop_points", 0.0)
-        return f"acc {100 * float(figures['candidate_accuracy']):.2f}% (-{float(drop):.2f} pt)"
-    if "cosine_mean" in figures:
-        return f"cos {float(figures['cosine_mean']):.4f} / min {float(figures['cosine_min']):.4f}"
-    if "max_abs_error" in figures:
-        return f"max abs {float(figures['max_abs_error']):.2e}"
+    metric = gate.get("metric")
+    if metric == "accuracy":
+        return f"acc {100 * float(gate['candidate_accuracy']):.2f}% ({-float(gate['drop_points']):+.2f} pt)"
+    if metric == "cosine":
+        return f"cos {float(gate['cosine_mean']):.4f} / min {float(gate['cosine_min']):.4f}"
+    if metric == "max-abs":
+        return f"max abs {float(gate['max_abs_error']):.2e}"
     return "?"
 
 

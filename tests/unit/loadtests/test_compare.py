@@ -31,15 +31,15 @@ def _model(repository: Path, name: str, versions: dict[int, dict | None], size: 
         folder = repository / name / str(version)
         folder.mkdir()
         (folder / "model.onnx").write_bytes(b"x" * size)
-        manifest = {"source": "test"} if quantization is None else {"quantization": quantization}
+        manifest = {"source": "test"} if quantization is None else quantization
         (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
 def _quantized(source: str, label: str) -> dict:
     return {
-        "source": {"model": source, "version": 1},
-        "label": label,
-        "gate": {"figures": {"cosine_mean": 0.99, "cosine_min": 0.98}},
+        "quantized_from": {"model": source, "version": 1},
+        "quantization": {"method": label, "label": label},
+        "gate": {"result": {"metric": "cosine", "cosine_mean": 0.99, "cosine_min": 0.98}},
     }
 
 
@@ -83,9 +83,11 @@ def test_request_batches_walks_the_samples_and_rejects_too_few_rows():
 
 def test_gate_summary_reads_each_metric():
     assert gate_summary(None) == "reference"
-    assert gate_summary({"figures": {"candidate_accuracy": 0.98, "drop_points": 0.22}}) == "acc 98.00% (-0.22 pt)"
-    assert gate_summary({"figures": {"cosine_mean": 0.995, "cosine_min": 0.981}}) == "cos 0.9950 / min 0.9810"
-    assert gate_summary({"figures": {"max_abs_error": 0.001}}) == "max abs 1.00e-03"
+    assert (
+        gate_summary({"metric": "accuracy", "candidate_accuracy": 0.98, "drop_points": 0.22}) == "acc 98.00% (-0.22 pt)"
+    )
+    assert gate_summary({"metric": "cosine", "cosine_mean": 0.995, "cosine_min": 0.981}) == "cos 0.9950 / min 0.9810"
+    assert gate_summary({"metric": "max-abs", "max_abs_error": 0.001}) == "max abs 1.00e-03"
 
 
 def test_format_compare_has_one_row_per_variant_and_the_speedup(tmp_path: Path):
