@@ -4,9 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tritonforge-installed
 
-.PHONY: demo test lint install clean bench
+.PHONY: demo test lint install clean bench compare
 
-demo: $(STAMP)  ## build digits, serve it with the embedded Triton, classify, load-test against an SLO
+demo: $(STAMP)  ## build digits and MiniLM with gated INT8 variants, serve them, check them, load-test against an SLO
 	$(BIN)/tritonforge demo
 
 test: $(STAMP)  ## the whole suite: unit tests and integration tests against the real embedded tritonserver
@@ -32,3 +32,6 @@ clean:
 
 bench: $(STAMP)  ## embedded Triton vs in-process ONNX Runtime on digits (ratios, medians)
 	$(BIN)/python benchmarks/serving_vs_onnxruntime.py
+
+compare: $(STAMP)  ## FP32 and INT8 variants of both examples side by side on the embedded Triton (README tables)
+	$(BIN)/python benchmarks/compare_variants.py --repository model_repository

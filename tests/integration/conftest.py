@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from tritonforge.examples import minilm
 from tritonforge.examples.digits import DigitsBuild, build_digits, load_split
 from tritonforge.serving.launcher import EmbeddedTriton
 
@@ -51,3 +53,15 @@ def triton_server(digits_repository: Path, tmp_path_factory: pytest.TempPathFact
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def minilm_build(tmp_path_factory: pytest.TempPathFactory) -> minilm.MiniLMBuild:
+    """all-MiniLM-L6-v2 as the `minilm` ensemble (encoder, tokenizer, ensemble), built once per session (~10 s)."""
+    return minilm.build_minilm(tmp_path_factory.mktemp("minilm") / "model_repository")
+
+
+@pytest.fixture(scope="session")
+def reference_model() -> Any:
+    """sentence-transformers' own all-MiniLM-L6-v2: the yardstick for every embedding test."""
+    return minilm.load_sentence_transformer()

@@ -28,13 +28,8 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def build(tmp_path_factory: pytest.TempPathFactory) -> minilm.MiniLMBuild:
-    return minilm.build_minilm(tmp_path_factory.mktemp("minilm") / "model_repository")
-
-
-@pytest.fixture(scope="module")
-def reference_model() -> Any:
-    return minilm.load_sentence_transformer()
+def build(minilm_build: minilm.MiniLMBuild) -> minilm.MiniLMBuild:
+    return minilm_build
 
 
 @pytest.fixture(scope="module")
