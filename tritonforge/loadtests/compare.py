@@ -277,12 +277,12 @@ def _median_figures(runs: Sequence[LoopFigures]) -> LoopFigures:
 
 
 def gate_summary(gate: Mapping[str, Any] | None) -> str:
-    """Return the gate's deciding figure in a few characters ("acc 98.44% (-0.22 pt)", "cos 0.9932 / min 0.9858")."""
+    """Return the gate's deciding figure in a few words ("acc 98.44% (drop 0.22 pt)", "cos 0.9932 / min 0.9858")."""
     if not gate:
         return "reference"
     metric = gate.get("metric")
     if metric == "accuracy":
-        return f"acc {100 * float(gate['candidate_accuracy']):.2f}% ({-float(gate['drop_points']):+.2f} pt)"
+        return f"acc {100 * float(gate['candidate_accuracy']):.2f}% (drop {float(gate['drop_points']):.2f} pt)"
     if metric == "cosine":
         return f"cos {float(gate['cosine_mean']):.4f} / min {float(gate['cosine_min']):.4f}"
     if metric == "max-abs":
