@@ -67,9 +67,14 @@ def quantize_digits(repository: Path, *, overwrite: bool = True) -> VariantOutco
     settings = QuantSettings(method=QuantMethod.INT8_STATIC, calibration=CalibrationMethod.MINMAX)
     return _only_passing(
         quantize_to_repository(
-            repository=repository, model_name=MODEL_NAME, settings=[settings], eval_set=eval_set,
-            gate=GateSpec(metric=GateMetric.ACCURACY, max_accuracy_drop_points=0.5), calibration=calibration,
-            variant_name=DIGITS_INT8, overwrite=overwrite,
+            repository=repository,
+            model_name=MODEL_NAME,
+            settings=[settings],
+            eval_set=eval_set,
+            gate=GateSpec(metric=GateMetric.ACCURACY, max_accuracy_drop_points=0.5),
+            calibration=calibration,
+            variant_name=DIGITS_INT8,
+            overwrite=overwrite,
         )  # fmt: skip
     )
 
@@ -86,10 +91,15 @@ def quantize_minilm(repository: Path, *, overwrite: bool = True, accuracy_aware:
     settings = QuantSettings(method=QuantMethod.INT8_DYNAMIC, per_channel=True)
     outcome = _only_passing(
         quantize_to_repository(
-            repository=repository, model_name=ENCODER_NAME, settings=[settings], eval_set=eval_set,
+            repository=repository,
+            model_name=ENCODER_NAME,
+            settings=[settings],
+            eval_set=eval_set,
             gate=GateSpec(metric=GateMetric.COSINE, min_cosine_mean=0.99, min_cosine_min=0.98),
-            variant_name=MINILM_ENCODER_INT8, accuracy_aware=accuracy_aware,
-            sensitivity_items=SENSITIVITY_SENTENCES, overwrite=overwrite,
+            variant_name=MINILM_ENCODER_INT8,
+            accuracy_aware=accuracy_aware,
+            sensitivity_items=SENSITIVITY_SENTENCES,
+            overwrite=overwrite,
         )  # fmt: skip
     )
     ensemble_dir = write_text_ensemble(
