@@ -14,15 +14,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tritonforge.client import TritonClient
 from tritonforge.examples.digits import INPUT_NAME, MODEL_NAME, build_digits, load_split
+from tritonforge.loadtests.closed_loop import request_batches, run_closed_loop
 from tritonforge.serving.launcher import EmbeddedTriton
 
 
@@ -58,30 +57,11 @@ def bench_onnxruntime(onnx_path: Path, images: np.ndarray, batch: int, seconds: 
 
 def bench_triton(url: str, images: np.ndarray, concurrency: int, seconds: float) -> Figures:
     """Send single-image requests from `concurrency` threads for `seconds`."""
-    latencies: list[float] = []
-    lock = threading.Lock()
-    deadline = time.perf_counter() + seconds
-
-    def worker(offset: int) -> None:
-        with TritonClient(url) as client:
-            client.infer(MODEL_NAME, {INPUT_NAME: images[offset : offset + 1]})  # warm-up, metadata cached
-            mine: list[float] = []
-            i = offset
-            while time.perf_counter() < deadline:
-                t0 = time.perf_counter()
-                client.infer(MODEL_NAME, {INPUT_NAME: images[i % len(images) : i % len(images) + 1]})
-                mine.append(time.perf_counter() - t0)
-                i += concurrency
-        with lock:
-            latencies.extend(mine)
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return _figures(latencies, len(latencies), time.perf_counter() - started)
+    loop = run_closed_loop(
+        url=url, model=MODEL_NAME, requests=request_batches({INPUT_NAME: images}, 1), concurrency=concurrency,
+        seconds=seconds,
+    )  # fmt: skip
+    return Figures(loop.items_per_s, loop.p50_ms, loop.p99_ms)
 
 
 def server_breakdown(url: str) -> str:

@@ -20,67 +20,26 @@ import argparse
 import logging
 import statistics
 import tempfile
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 
-from tritonforge.client import TritonClient
+from tritonforge.client.embedding import text_batch
 from tritonforge.examples import minilm
+from tritonforge.loadtests.closed_loop import LoopFigures, run_closed_loop
 from tritonforge.serving.launcher import EmbeddedTriton
 
 BATCH_PADDED = "minilm_batchpad"
 
 
-@dataclass(frozen=True)
-class Figures:
-    """Latency and throughput of one configuration."""
-
-    p50_ms: float
-    p99_ms: float
-    requests_per_s: float
-
-
-def _measure(url: str, concurrency: int, seconds: float, call: Callable[[TritonClient, int], object]) -> Figures:
-    """Run `call(client, i)` from `concurrency` threads for `seconds`; each thread has its own client."""
-    latencies: list[float] = []
-    lock = threading.Lock()
-    deadline = time.perf_counter() + seconds
-
-    def worker(offset: int) -> None:
-        with TritonClient(url, timeout_s=60.0) as client:
-            call(client, offset)  # warm-up: metadata cached, channel open
-            mine, i = [], offset
-            while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                call(client, i)
-                mine.append(time.perf_counter() - started)
-                i += concurrency
-        with lock:
-            latencies.extend(mine)
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    lat_ms = np.asarray(latencies) * 1e3
-    return Figures(
-        float(np.percentile(lat_ms, 50)),
-        float(np.percentile(lat_ms, 99)),
-        len(lat_ms) / (time.perf_counter() - started),
-    )
-
-
-def _requests(sentences: list[str], size: int) -> tuple[list[list[str]], list[dict[str, npt.NDArray[np.int64]]]]:
-    """Cut the sentences into requests of `size`, as strings and as token ids padded to each request's longest."""
-    texts = [sentences[i : i + size] for i in range(0, len(sentences) - size + 1, size)]
-    return texts, [minilm.tokenize(group) for group in texts]
+def _requests(sentences: list[str], size: int, *, as_text: bool) -> list[dict[str, npt.NDArray[Any]]]:
+    """Cut the sentences into requests of `size`: strings for an ensemble, or token ids padded to each one's longest."""
+    groups = [sentences[i : i + size] for i in range(0, len(sentences) - size + 1, size)]
+    if as_text:
+        return [{minilm.TEXT_INPUT: text_batch(group)} for group in groups]
+    return [dict(minilm.tokenize(group)) for group in groups]
 
 
 _COMPUTE = ("compute_input", "compute_infer", "compute_output")
@@ -134,21 +93,17 @@ def _counters(url: str, models: tuple[str, ...]) -> dict[str, Counters]:
 
 @dataclass(frozen=True)
 class Side:
-    """One way of asking for embeddings, and the models whose server statistics it reads."""
+    """One way of asking for embeddings: the model called, and the tokenizer whose server statistics it reads."""
 
     name: str
+    model: str
     tokenizer: str | None
-    call: Callable[[TritonClient, list[list[str]], list[dict[str, npt.NDArray[np.int64]]], int], object]
 
 
 SIDES = (
-    Side("encoder", None, lambda c, texts, feeds, i: c.infer(minilm.ENCODER_NAME, feeds[i % len(feeds)])),
-    Side("ensemble/request", minilm.TOKENIZER_NAME, lambda c, texts, feeds, i: c.embed(texts[i % len(texts)])),
-    Side(
-        "ensemble/batch",
-        f"{BATCH_PADDED}_tokenizer",
-        lambda c, texts, feeds, i: c.embed(texts[i % len(texts)], model=BATCH_PADDED),
-    ),
+    Side("encoder", minilm.ENCODER_NAME, None),
+    Side("ensemble/request", minilm.MODEL_NAME, minilm.TOKENIZER_NAME),
+    Side("ensemble/batch", BATCH_PADDED, f"{BATCH_PADDED}_tokenizer"),
 )
 
 
@@ -156,16 +111,18 @@ SIDES = (
 class Round:
     """One measurement of one side: client-side figures and the server's counters over it."""
 
-    figures: Figures
+    figures: LoopFigures
     tokenizer: Counters | None
     encoder: Counters
 
 
 def _run_side(url: str, side: Side, concurrency: int, size: int, seconds: float, sentences: list[str]) -> Round:
-    texts, feeds = _requests(sentences, size)
+    requests = _requests(sentences, size, as_text=side.tokenizer is not None)
     models = (minilm.ENCODER_NAME,) + ((side.tokenizer,) if side.tokenizer else ())
     before = _counters(url, models)
-    figures = _measure(url, concurrency, seconds, lambda c, i: side.call(c, texts, feeds, i))
+    figures = run_closed_loop(
+        url=url, model=side.model, requests=requests, concurrency=concurrency, seconds=seconds, timeout_s=60.0
+    )
     after = _counters(url, models)
     delta = {model: after[model].minus(before[model]) for model in models}
     return Round(figures, delta.get(side.tokenizer or ""), delta[minilm.ENCODER_NAME])

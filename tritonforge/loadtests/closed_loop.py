@@ -1,19 +1,19 @@
 """A closed-loop measurement: N client threads, each sending its next request as soon as the last one returns.
 
-    figures = run_closed_loop(url="127.0.0.1:8001", model="digits", samples={"image": images},
-                              batch_size=8, concurrency=4, seconds=3.0)
+    requests = request_batches({"image": images}, batch_size=8)
+    figures = run_closed_loop(url="127.0.0.1:8001", model="digits", requests=requests, concurrency=4, seconds=3.0)
     print(figures.requests_per_s, figures.p50_ms, figures.p99_ms)
 
-Used where variants are compared side by side in one run (`tritonforge compare`): short, repeatable measurements with
-microsecond latencies, which Locust's stats (rounded to whole milliseconds below 100 ms) cannot give. Requests walk
-through `samples` in order, `batch_size` rows at a time, so every variant sees the same data.
+Used where configurations are compared side by side in one run (`tritonforge compare`, the benchmarks): short,
+repeatable measurements with microsecond latencies, which Locust's stats (rounded to whole milliseconds below 100 ms)
+cannot give. Threads walk through the same list of prepared requests, so every configuration sees the same data.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -73,8 +73,7 @@ def run_closed_loop(
     *,
     url: str,
     model: str,
-    samples: Mapping[str, npt.NDArray[Any]],
-    batch_size: int,
+    requests: Sequence[Mapping[str, npt.NDArray[Any]]],
     concurrency: int,
     seconds: float,
     version: str | None = None,
@@ -87,8 +86,8 @@ def run_closed_loop(
     Args:
         url: the server's gRPC address.
         model: the model to call.
-        samples: whole input arrays, cut into requests of `batch_size` rows.
-        batch_size: rows per request.
+        requests: the requests to send, in turn (e.g. `request_batches(samples, 8)`); items per request are
+            the length of a request's first array.
         concurrency: client threads, each with its own client.
         seconds: how long to measure.
         version: the model version (None: the server's choice).
@@ -100,10 +99,11 @@ def run_closed_loop(
     Raises:
         ConfigError: bad arguments.
     """
-    if concurrency < 1 or seconds <= 0 or batch_size < 1:
-        raise ConfigError("concurrency and batch_size must be >= 1 and seconds > 0")
-    batches = request_batches(samples, batch_size)
+    if concurrency < 1 or seconds <= 0 or not requests:
+        raise ConfigError("concurrency must be >= 1, seconds > 0, and there must be at least one request")
+    batches = list(requests)
     latencies: list[float] = []
+    items: list[int] = []
     errors: list[int] = []
     crashed: list[BaseException] = []
     lock = threading.Lock()
@@ -117,6 +117,7 @@ def run_closed_loop(
 
     def drive(client: TritonClient, offset: int) -> None:
         mine: list[float] = []
+        sent_items = 0
         failed = 0
         try:
             client.infer(model, batches[offset % len(batches)], version=version)
@@ -125,16 +126,19 @@ def run_closed_loop(
         start_line.wait()
         index = offset
         while time.perf_counter() < clock["deadline"]:
+            request = batches[index % len(batches)]
             started = time.perf_counter()
             try:
-                client.infer(model, batches[index % len(batches)], version=version)
+                client.infer(model, request, version=version)
             except ClientError:
                 failed += 1
             else:
                 mine.append(time.perf_counter() - started)
+                sent_items += len(next(iter(request.values())))
             index += concurrency
         with lock:
             latencies.extend(mine)
+            items.append(sent_items)
             errors.append(failed)
 
     def worker(offset: int) -> None:
@@ -163,7 +167,7 @@ def run_closed_loop(
     p50, p99 = (float(np.percentile(lat_ms, q)) for q in (50, 99)) if len(lat_ms) else (float("nan"),) * 2
     return LoopFigures(
         requests_per_s=len(latencies) / wall,
-        items_per_s=len(latencies) * batch_size / wall,
+        items_per_s=sum(items) / wall,
         p50_ms=p50,
         p99_ms=p99,
         requests=len(latencies),

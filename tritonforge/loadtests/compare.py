@@ -27,7 +27,7 @@ import numpy.typing as npt
 from tritonforge.converters.repository import CONFIG_NAME, MANIFEST_NAME, model_filename, version_numbers
 from tritonforge.converters.triton_config import read_config, write_config
 from tritonforge.errors import ConfigError
-from tritonforge.loadtests.closed_loop import LoopFigures, run_closed_loop
+from tritonforge.loadtests.closed_loop import LoopFigures, request_batches, run_closed_loop
 from tritonforge.serving.derived_repository import model_dirs
 from tritonforge.serving.launcher import EmbeddedTriton, ServerOptions
 
@@ -225,6 +225,7 @@ def compare_variants(
         raise ConfigError("rounds must be >= 1 and batch sizes >= 1")
     variants = find_variants(repository, model)
     _LOGGER.info("comparing %s", ", ".join(f"{v.model} v{v.version} ({v.label})" for v in variants))
+    requests = {batch_size: request_batches(samples, batch_size) for batch_size in batch_sizes}
     measured: dict[tuple[str, int], list[LoopFigures]] = {}
     with tempfile.TemporaryDirectory(prefix="tritonforge-compare-") as tmp:
         served = _comparison_repository(repository, variants, Path(tmp))
@@ -233,8 +234,8 @@ def compare_variants(
                 for batch_size in batch_sizes:
                     for variant in variants:
                         figures = run_closed_loop(
-                            url=server.grpc_url, model=variant.served_name, samples=samples,
-                            batch_size=batch_size, concurrency=concurrency, seconds=seconds,
+                            url=server.grpc_url, model=variant.served_name, requests=requests[batch_size],
+                            concurrency=concurrency, seconds=seconds,
                         )  # fmt: skip
                         measured.setdefault((variant.served_name, batch_size), []).append(figures)
                         _LOGGER.info(
