@@ -3,7 +3,8 @@
 The embedded tritonserver has no onnxruntime backend. The launcher serves a derived copy of the repository in which
 each ONNX model keeps its name, inputs, outputs, batching and instances but runs through this one adapter:
 
-    <derived>/<model>/config.pbtxt      backend: "python", parameters { onnx_file, intra_op_num_threads }
+    <derived>/<model>/config.pbtxt      backend: "python", parameters { onnx_file, intra_op_num_threads,
+                                                                      allow_spinning (optional, "0" or "1") }
     <derived>/<model>/<version>/model.py    -> this file
     <derived>/<model>/<version>/model.onnx  -> the canonical repository's file
 
@@ -30,6 +31,8 @@ class TritonPythonModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(params.get("intra_op_num_threads", "0"))
         options.inter_op_num_threads = 1
+        if "allow_spinning" in params:  # ORT's threads spin-wait by default: fast alone, costly on shared cores
+            options.add_session_config_entry("session.intra_op.allow_spinning", params["allow_spinning"])
         self._session = ort.InferenceSession(
             os.path.join(version_dir, params.get("onnx_file", "model.onnx")),
             sess_options=options,
