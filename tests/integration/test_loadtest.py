@@ -22,8 +22,9 @@ pytestmark = pytest.mark.integration
 
 RUN_TIME_S = 6
 SUMMARY_KEYS = {
-    "schema_version", "model", "host", "users", "spawn_rate", "run_time_s", "batch_size", "requests", "failures",
-    "error_ratio", "rps", "p50_ms", "p95_ms", "p99_ms", "slo", "passed", "locust_version", "locust_exit_code",
+    "schema_version", "model", "host", "users", "spawn_rate", "run_time_s", "batch_size", "mode", "arrival",
+    "rate_rps", "requests", "failures", "error_ratio", "rps", "mean_ms", "p50_ms", "p95_ms", "p99_ms", "late",
+    "server", "generator", "slo", "passed", "machine", "versions", "locust_version", "locust_exit_code",
     "locust_killed", "generator_cpu_percent", "started_at", "ended_at", "wall_s", "files",
 }  # fmt: skip
 
@@ -68,8 +69,16 @@ def test_loadtest_passes_and_ends_by_itself_when_slo_is_lenient(
     assert summary["locust_killed"] is False
     assert summary["locust_exit_code"] == 0
     assert [check["name"] for check in summary["slo"]] == ["p99_ms", "max_error_ratio", "min_rps"]
-    for name in ("locust_stats.csv", "report.html", "locust.log", "request.npz"):
+    for name in ("locust_stats.csv", "locust_stats_history.csv", "report.html", "locust.log", "request.npz"):
         assert (out / name).is_file(), name
+    # The closed loop has no schedule, hence no late starts; the server saw every request the client made.
+    assert (summary["mode"], summary["late"]) == ("closed", None)
+    assert summary["server"]["count_check"]["agree"] is True
+    assert summary["server"]["model"]["success"] == summary["requests"]
+    assert summary["versions"]["triton_server"] == "2.51.0"
+    assert [p["role"] for p in summary["generator"]["processes"]] == ["locust"]
+    assert "request counts agree" in result.output
+    assert "generator: OK" in result.output or "generator SATURATED" in result.output
 
 
 def test_loadtest_exits_non_zero_when_slo_is_impossible(app: typer.Typer, triton_server: Any, tmp_path: Path) -> None:

@@ -4,6 +4,17 @@
                             slo=load_slo_file(Path("slo/digits.yaml"))["digits"], output_dir=Path("out"))
     result = run_loadtest(config)       # out/summary.json, out/locust_stats.csv, out/report.html, out/locust.log
     print(format_table(result)); sys.exit(0 if result.passed else 1)
+    # open loop: 200 requests/s on a Poisson schedule, latency measured from each request's scheduled start
+    result = run_loadtest(LoadTestConfig(..., arrival="poisson", rate_rps=200, users=16))
+
+Two loads: a closed loop (fixed users, each sending as soon as its last answer came: load = users x speed) and
+an open loop (requests start on a constant or Poisson schedule whatever the answers; a slow server cannot slow
+the load down, so its stalls show in the latency instead of hiding: no coordinated omission). In the open loop
+the `users` are the in-flight bound: each of them follows its own schedule at rate/users (Poisson streams add up
+to a Poisson stream), and a request that could not start on time because its user was still busy is counted as
+late and its latency still runs from the schedule, as wrk2 does.
+Around the run the runner reads the server's statistics (server_stats.py) and samples each Locust process's CPU,
+so a result says where the time went and whether the generator, not the server, was the limit.
 
 Locust runs in its own process (gevent monkey-patching must never reach the caller) and its own process
 group. tritonclient's gRPC under gevent has been seen to finish a run and then hang instead of exiting, even
@@ -14,33 +25,69 @@ and past either it sends SIGTERM, then SIGKILL, to the whole group. The run alwa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import logging
+import math
 import os
+import random
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from tritonforge.errors import ConfigError, TritonForgeError
+from tritonforge.errors import ConfigError, ServerError, TritonForgeError
 from tritonforge.loadtests.inputs import build_inputs, save_inputs
-from tritonforge.loadtests.report import LoadTestResult, read_locust_stats, write_summary
-from tritonforge.loadtests.slo import SLOSpec, evaluate
+from tritonforge.loadtests.report import (
+    GeneratorLoad,
+    LoadTestResult,
+    ProcessLoad,
+    generator_load,
+    machine_info,
+    read_late_requests,
+    read_locust_stats,
+    tool_versions,
+    write_summary,
+)
+from tritonforge.loadtests.server_stats import ServerBreakdown, ServerSnapshot, server_breakdown, take_snapshot
+from tritonforge.loadtests.slo import Measurement, SLOSpec, evaluate
 
 __all__ = [
+    "ARRIVALS",
+    "LOCAL_SAMPLE_ENV",
     "LOCUSTFILE",
+    "Arrival",
     "LoadTestConfig",
     "ProcessOutcome",
+    "arrival_schedule",
     "locust_command",
+    "locust_worker_command",
+    "open_loop_users",
     "run_loadtest",
+    "run_locust_worker",
     "run_with_deadline",
     "validate_grpc_host",
 ]
+
+Arrival = Literal["constant", "poisson"]
+#: The arrival schedules of the open loop.
+ARRIVALS: tuple[Arrival, ...] = ("constant", "poisson")
+#: Names a request file on a worker's own machine; preferred over the master's path, which workers also receive.
+LOCAL_SAMPLE_ENV = "TRITONFORGE_LOADTEST_LOCAL_SAMPLE"
+#: Locust's log line when the load starts; from then to the end marker each process's CPU counts.
+_LOAD_START_MARKER = "Ramping to"
+_LOAD_END_MARKER = "limit reached"
+#: Requests one open-loop user is expected to hold in flight per second of latency: the default user count
+#: covers `rate x _LATENCY_ALLOWANCE_S` outstanding requests (Little's law) with room to spare.
+_LATENCY_ALLOWANCE_S = 0.05
+_MIN_OPEN_LOOP_USERS = 4
+_OPEN_LOOP_SPAWN_RATE = 100.0
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -80,7 +127,8 @@ class LoadTestConfig:
         model: the model to call.
         output_dir: where the CSV, HTML, log, request and summary.json go (created if missing).
         users: concurrent Locust users, each sending one request after another.
-        spawn_rate: users started per second; None starts them all in the first second.
+        spawn_rate: users started per second; None starts them all in the first second (in the open loop, within
+            a tenth of a second for up to 100 users, so the rate holds from the start).
         run_time_s: how long the load lasts, in whole seconds (Locust's resolution).
         batch_size: items per request for generated inputs; must stay 1 with a sample file.
         slo: the objectives to check; None only measures.
@@ -93,6 +141,18 @@ class LoadTestConfig:
         stop_timeout_s: grace Locust gives in-flight requests at the end of the run.
         exit_grace_s: how long Locust may take to exit after its final log line before it is killed.
         startup_allowance_s: time allowed for Locust to start, on top of run and stop time, before it is killed.
+        arrival: "constant" or "poisson" runs an open loop at `rate_rps` (users are then the in-flight bound);
+            None runs the closed loop. Setting only `rate_rps` means "poisson".
+        rate_rps: the target arrival rate of the open loop, in requests per second, over all users and processes.
+        late_threshold_ms: how far behind its schedule an open-loop request may start before it counts as late.
+        metrics_url: Triton's Prometheus endpoint, read as a cross-check of the statistics API; None skips it.
+        server_stats: read Triton's statistics around the run for the server breakdown.
+        plot: draw the run's history as a PNG (plots.plot_run_history).
+        expect_workers: run as the master of a distributed run and wait for this many workers (each started with
+            `master_host` pointing here); None runs Locust locally.
+        master_bind_host / master_bind_port: where the master listens for workers.
+        master_host / master_port: run as a worker of the master at this address (see run_locust_worker).
+        workers_wait_s: how long a master waits for its workers, or a worker for its master's run to end.
     """
 
     host: str
@@ -112,6 +172,18 @@ class LoadTestConfig:
     stop_timeout_s: int = 2
     exit_grace_s: float = 5.0
     startup_allowance_s: float = 15.0
+    arrival: Arrival | None = None
+    rate_rps: float | None = None
+    late_threshold_ms: float = 2.0
+    metrics_url: str | None = None
+    server_stats: bool = True
+    plot: bool = True
+    expect_workers: int | None = None
+    master_bind_host: str = "*"
+    master_bind_port: int = 5557
+    master_host: str | None = None
+    master_port: int = 5557
+    workers_wait_s: float = 60.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "host", validate_grpc_host(self.host))
@@ -130,11 +202,85 @@ class LoadTestConfig:
             raise ConfigError(f"processes must be -1 (one per core) or at least 1, got {self.processes!r}")
         if self.sample_path is not None and self.batch_size != 1:
             raise ConfigError("batch_size applies to generated inputs; a --sample file is sent as it is, drop one")
+        self._check_open_loop()
+        self._check_distributed()
+
+    def _check_open_loop(self) -> None:
+        if self.rate_rps is not None and self.arrival is None:
+            object.__setattr__(self, "arrival", "poisson")
+        if self.arrival is None:
+            return
+        if self.arrival not in ARRIVALS:
+            raise ConfigError(f"arrival must be one of {', '.join(ARRIVALS)}, got {self.arrival!r}")
+        if self.rate_rps is None:
+            raise ConfigError(f"an arrival schedule ({self.arrival}) needs a rate: pass --rate REQUESTS_PER_SECOND")
+        if isinstance(self.rate_rps, bool) or not (math.isfinite(self.rate_rps) and self.rate_rps > 0):
+            raise ConfigError(f"rate_rps must be a finite number above 0 requests/s, got {self.rate_rps!r}")
+        if not (math.isfinite(self.late_threshold_ms) and self.late_threshold_ms >= 0):
+            raise ConfigError(f"late_threshold_ms must be 0 or more, got {self.late_threshold_ms!r}")
+
+    def _check_distributed(self) -> None:
+        if self.expect_workers is not None and self.master_host is not None:
+            raise ConfigError("a run is either the master (--expect-workers) or a worker (--master-host), not both")
+        if self.expect_workers is not None:
+            _at_least("expect_workers", self.expect_workers, 1)
+        for name in ("master_bind_port", "master_port"):
+            port = getattr(self, name)
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+                raise ConfigError(f"{name} must be a TCP port between 1 and 65535, got {port!r}")
+        if self.master_host is not None and not self.master_host.strip():
+            raise ConfigError("master_host is empty; pass the master's address, e.g. --master-host 10.0.0.5")
+        if not self.workers_wait_s > 0:
+            raise ConfigError(f"workers_wait_s must be above 0, got {self.workers_wait_s!r}")
 
     @property
     def deadline_s(self) -> float:
-        """Longest Locust may live: start-up allowance + run time + in-flight grace + exit grace."""
-        return self.startup_allowance_s + self.run_time_s + self.stop_timeout_s + self.exit_grace_s
+        """Longest Locust may live: start-up allowance + run time + in-flight grace + exit grace (+ workers' wait)."""
+        wait = self.workers_wait_s if self.expect_workers is not None else 0.0
+        return self.startup_allowance_s + self.run_time_s + self.stop_timeout_s + self.exit_grace_s + wait
+
+    @property
+    def open_loop(self) -> bool:
+        """True when requests follow an arrival schedule (rate_rps) rather than the users' speed."""
+        return self.arrival is not None
+
+
+def open_loop_users(rate_rps: float) -> int:
+    """A default in-flight bound for an open loop at `rate_rps`: room for 50 ms of latency at that rate, at least 4.
+
+    Too few users turn an open loop back into a closed one (every user busy, requests start late); each user
+    costs one gRPC channel, so the default stays near what the rate needs.
+    """
+    return max(_MIN_OPEN_LOOP_USERS, math.ceil(rate_rps * _LATENCY_ALLOWANCE_S))
+
+
+def arrival_schedule(arrival: Arrival, rate_rps: float, *, start: float, seed: int | str) -> Iterator[float]:
+    """The times at which one sender starts its requests: constant or Poisson arrivals at `rate_rps`.
+
+    Constant arrivals begin at a seeded random phase within the first period, so that many senders sharing a
+    rate spread over it instead of firing together. Poisson arrivals have exponential gaps; independent Poisson
+    senders together make a Poisson stream at the sum of their rates.
+
+    Args:
+        arrival: "constant" or "poisson".
+        rate_rps: this sender's rate, in requests per second.
+        start: the clock reading (seconds) the schedule starts from.
+        seed: seeds the generator, so a run's schedule can be repeated.
+
+    Yields:
+        Increasing clock readings, endlessly.
+    """
+    rng = random.Random(seed)  # noqa: S311 (a schedule, not a secret)
+    if arrival == "constant":
+        period = 1.0 / rate_rps
+        at = start + rng.random() * period
+        count = 0
+        while True:  # multiplying, not adding, keeps the float error of a long run from drifting the rate
+            yield at + count * period
+            count += 1
+    while True:
+        start += rng.expovariate(rate_rps)
+        yield start
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,12 +292,17 @@ class ProcessOutcome:
         killed: True when it did not exit by itself and was terminated.
         wall_s: seconds from start to exit.
         cpu_percent: its average CPU use (its children's included), 100 = one core; None if unknown.
+        pid: its process id.
+        process_cpu: mean CPU use of it and each of its children (by pid, in the order first seen) while the load
+            ran: between the log's load-start and load-end markers when both were seen, else over its life.
     """
 
     returncode: int
     killed: bool
     wall_s: float
     cpu_percent: float | None
+    pid: int = 0
+    process_cpu: Mapping[int, float] = field(default_factory=dict)
 
 
 def run_loadtest(config: LoadTestConfig) -> LoadTestResult:
@@ -159,26 +310,32 @@ def run_loadtest(config: LoadTestConfig) -> LoadTestResult:
 
     The model is checked (ready, inputs buildable) before Locust starts, so a wrong name or a server that is
     down fails at once with a clear error instead of a run of failures. The request is saved to
-    `<output_dir>/request.npz` and every Locust user sends it.
+    `<output_dir>/request.npz` and every Locust user sends it. The server's statistics are read just before
+    and just after Locust runs (server breakdown); a server that refuses them only loses the breakdown.
 
     Args:
-        config: the test.
+        config: the test (a worker's config goes to `run_locust_worker` instead).
 
     Returns:
         The result; `result.passed` says whether every objective was met. Missing an SLO is not an exception
         here, so that callers get the numbers either way (the CLI turns it into exit code 1).
 
     Raises:
-        ConfigError: bad inputs (sample file, batch size) for this model.
+        ConfigError: bad inputs (sample file, batch size) for this model, or a worker's config.
         ClientError: the server or the model is not there (ServerUnavailableError, ModelNotReadyError).
         TritonForgeError: Locust ended without writing its statistics (its log is named in the message).
     """
+    if config.master_host is not None:
+        raise ConfigError("this config runs a worker (master_host is set); call run_locust_worker, not run_loadtest")
     out = config.output_dir.resolve()  # Locust runs with cwd=out: every path it gets must be absolute
     files = _fresh_output_dir(out)
     _prepare_request(config, files["inputs"])
     command = locust_command(config, csv_prefix=out / "locust", html_path=files["html"], request_path=files["inputs"])
+    before = _snapshot(config)
     started_at = _now()
-    _LOGGER.info("load-testing %s at %s: %d users for %d s", config.model, config.host, config.users, config.run_time_s)
+    _LOGGER.info(
+        "load-testing %s at %s: %s for %d s", config.model, config.host, _describe_load(config), config.run_time_s
+    )
     outcome = run_with_deadline(
         command, log_path=files["log"], deadline_s=config.deadline_s, exit_grace_s=config.exit_grace_s, cwd=out
     )
@@ -187,9 +344,14 @@ def run_loadtest(config: LoadTestConfig) -> LoadTestResult:
         _LOGGER.warning("Locust did not exit by itself; killed it after %.1f s (log: %s)", outcome.wall_s, files["log"])
     try:
         measurement = read_locust_stats(files["stats_csv"], name=config.model)
+        late = read_late_requests(files["late"]) if config.open_loop else None
     except TritonForgeError as exc:
         last = _last_line(files["log"])
         raise TritonForgeError(f"{exc}; Locust exit code {outcome.returncode}, last log line: {last}") from exc
+    server = _breakdown(config, before, measurement)
+    generator = _generator_load(outcome, distributed=config.processes is not None or config.expect_workers is not None)
+    if generator.saturated:
+        _LOGGER.warning("%s", generator.advice)
     result = LoadTestResult(
         model=config.model,
         host=config.host,
@@ -206,10 +368,55 @@ def run_loadtest(config: LoadTestConfig) -> LoadTestResult:
         started_at=started_at,
         ended_at=ended_at,
         wall_s=round(outcome.wall_s, 3),
-        files={role: str(path) for role, path in files.items()},
+        files=_existing(files),
+        arrival=config.arrival,
+        rate_rps=config.rate_rps,
+        late=late,
+        server=server,
+        generator=generator,
+        machine=machine_info(),
+        versions=_versions(before),
     )
+    if config.plot:
+        result = _with_plot(result, files, title=f"{config.model} @ {config.host}: {_describe_load(config)}")
     write_summary(result, out / "summary.json")
     return result
+
+
+def run_locust_worker(config: LoadTestConfig) -> ProcessOutcome:
+    """Run Locust as a worker of the master at `config.master_host` (a multi-machine run) until the master ends.
+
+    The worker prepares its own copy of the request (the master's path means nothing on this machine) and
+    loads `config.host` as the master tells it; the master collects the statistics and writes every report.
+
+    Args:
+        config: the test; `master_host` must be set.
+
+    Returns:
+        How the worker process ended.
+
+    Raises:
+        ConfigError: `master_host` is not set.
+        ClientError: the server or the model is not there.
+    """
+    if config.master_host is None:
+        raise ConfigError("run_locust_worker needs master_host (the --master-host of the Locust master)")
+    out = config.output_dir.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    request = out / "request.npz"
+    _prepare_request(config, request)
+    log = out / "locust_worker.log"
+    deadline = config.workers_wait_s + config.deadline_s
+    _LOGGER.info("Locust worker for %s:%d (log: %s)", config.master_host, config.master_port, log)
+    env = {**os.environ, LOCAL_SAMPLE_ENV: str(request)}
+    return run_with_deadline(
+        locust_worker_command(config, request_path=request),
+        log_path=log,
+        deadline_s=deadline,
+        exit_grace_s=config.exit_grace_s,
+        cwd=out,
+        env=env,
+    )
 
 
 def locust_command(config: LoadTestConfig, *, csv_prefix: Path, html_path: Path, request_path: Path) -> list[str]:
@@ -217,7 +424,7 @@ def locust_command(config: LoadTestConfig, *, csv_prefix: Path, html_path: Path,
 
     Args:
         config: the test.
-        csv_prefix: Locust's `--csv` prefix.
+        csv_prefix: Locust's `--csv` prefix (with `--csv-full-history`, `<prefix>_stats_history.csv` too).
         html_path: where Locust writes its HTML report.
         request_path: the .npz request every user sends.
 
@@ -234,18 +441,73 @@ def locust_command(config: LoadTestConfig, *, csv_prefix: Path, html_path: Path,
         "--run-time", f"{config.run_time_s}s",
         "--stop-timeout", str(config.stop_timeout_s),
         "--csv", str(csv_prefix),
+        "--csv-full-history",
         "--html", str(html_path),
         # Failed requests are judged by the SLO's error ratio, not by Locust's exit code.
         "--exit-code-on-error", "0",
+        *_triton_options(config, request_path),
+    ]  # fmt: skip
+    if config.processes is not None:
+        command += ["--processes", str(config.processes)]
+    if config.expect_workers is not None:
+        command += [
+            "--master",
+            "--expect-workers", str(config.expect_workers),
+            "--expect-workers-max-wait", f"{config.workers_wait_s:g}",
+            "--master-bind-host", config.master_bind_host,
+            "--master-bind-port", str(config.master_bind_port),
+        ]  # fmt: skip
+    return command
+
+
+def locust_worker_command(config: LoadTestConfig, *, request_path: Path) -> list[str]:
+    """The Locust command line of a worker that joins the master at `config.master_host`.
+
+    The master sends its users, run time, host and `--triton-*` options; the worker only needs the locustfile,
+    the master's address and (for its first start) the same Triton options.
+
+    Args:
+        config: the test; `master_host` must be set.
+        request_path: this machine's copy of the request.
+
+    Returns:
+        The argument list.
+
+    Raises:
+        ConfigError: `master_host` is not set.
+    """
+    if config.master_host is None:
+        raise ConfigError("a worker needs the master's address: pass --master-host")
+    command = [
+        sys.executable, "-m", "locust",
+        "-f", str(LOCUSTFILE),
+        "--worker",
+        "--master-host", config.master_host,
+        "--master-port", str(config.master_port),
+        *_triton_options(config, request_path),
+    ]  # fmt: skip
+    if config.processes is not None:
+        command += ["--processes", str(config.processes)]
+    return command
+
+
+def _triton_options(config: LoadTestConfig, request_path: Path) -> list[str]:
+    options = [
         "--triton-model", config.model,
         "--triton-sample", str(request_path),
         "--triton-timeout-s", f"{config.request_timeout_s:g}",
     ]  # fmt: skip
     if config.model_version is not None:
-        command += ["--triton-model-version", config.model_version]
-    if config.processes is not None:
-        command += ["--processes", str(config.processes)]
-    return command
+        options += ["--triton-model-version", config.model_version]
+    if config.arrival is not None and config.rate_rps is not None:
+        options += [
+            "--triton-arrival", config.arrival,
+            "--triton-rate", repr(float(config.rate_rps)),
+            "--triton-total-users", str(config.users),
+            "--triton-late-threshold-ms", f"{config.late_threshold_ms:g}",
+            "--triton-seed", str(config.seed),
+        ]  # fmt: skip
+    return options
 
 
 def run_with_deadline(
@@ -257,12 +519,15 @@ def run_with_deadline(
     term_grace_s: float = 3.0,
     done_marker: str = _SHUTDOWN_MARKER,
     cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> ProcessOutcome:
     """Run a command in its own process group, its output to `log_path`, and make sure it ends.
 
     The process is terminated when it outlives `deadline_s`, or `exit_grace_s` after `done_marker` appears in
     its output (it has said it is done but has not exited). Termination is SIGTERM to the group, then SIGKILL
-    after `term_grace_s`, so a process that ignores SIGTERM, or its children, cannot linger.
+    after `term_grace_s`, so a process that ignores SIGTERM, or its children, cannot linger. Meanwhile the CPU
+    time of the process and each child is sampled, and the log's load-start and load-end lines (Locust's
+    "Ramping to" and "limit reached") mark the window in which each one's CPU use is measured.
 
     Args:
         command: the program and its arguments.
@@ -272,6 +537,7 @@ def run_with_deadline(
         term_grace_s: time between SIGTERM and SIGKILL.
         done_marker: text the process logs when only exiting is left.
         cwd: working directory.
+        env: its environment (default: this process's).
 
     Returns:
         How it ended.
@@ -284,18 +550,25 @@ def run_with_deadline(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=cwd,
+            env=dict(env) if env is not None else None,
             start_new_session=True,
         )
     cpu = _CpuMeter(process.pid)
-    watcher = _LogWatcher(log_path, done_marker)
+    watcher = _LogWatcher(log_path, (done_marker, _LOAD_START_MARKER, _LOAD_END_MARKER))
     deadline = start + deadline_s
     marker_seen = False
     killed = False
     while process.poll() is None:
         now = time.monotonic()
         cpu.sample()
-        if not marker_seen and watcher.seen():
+        seen = watcher.seen()
+        if _LOAD_START_MARKER in seen:
+            cpu.mark_start()
+        if _LOAD_END_MARKER in seen:
+            cpu.mark_end()
+        if not marker_seen and done_marker in seen:
             marker_seen = True
+            cpu.mark_end()
             deadline = min(deadline, now + exit_grace_s)
         if now >= deadline:
             _LOGGER.warning("pid %d still running %.1f s after start; terminating its group", process.pid, now - start)
@@ -306,7 +579,14 @@ def run_with_deadline(
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=_POLL_S)
     wall_s = time.monotonic() - start
-    return ProcessOutcome(returncode=process.wait(), killed=killed, wall_s=wall_s, cpu_percent=cpu.percent())
+    return ProcessOutcome(
+        returncode=process.wait(),
+        killed=killed,
+        wall_s=wall_s,
+        cpu_percent=cpu.percent(),
+        pid=process.pid,
+        process_cpu=cpu.per_process(),
+    )
 
 
 def _terminate_group(process: subprocess.Popen[bytes], *, term_grace_s: float) -> None:
@@ -327,11 +607,14 @@ def _kill_stragglers(pgid: int) -> None:
 
 
 class _CpuMeter:
-    """Samples the CPU time of a process tree while it runs.
+    """Samples the CPU time of a process tree while it runs, per process.
 
-    Each process keeps its last sample, so workers that exit before the main process (Locust's `--processes`)
-    still count.
+    Each process keeps its samples, so workers that exit before the main process (Locust's `--processes`)
+    still count. `mark_start`/`mark_end` bound the window in which each process's mean CPU use is measured
+    (the load itself, without Locust's start-up imports and its exit).
     """
+
+    _INTERVAL_S = 0.5
 
     def __init__(self, pid: int) -> None:
         import psutil  # a dependency of Locust itself
@@ -340,14 +623,15 @@ class _CpuMeter:
         with contextlib.suppress(psutil.Error):  # it may have exited already
             self._root = psutil.Process(pid)
         self._start = time.monotonic()
-        self._cpu_s: dict[int, float] = {}
         self._sampled_at = self._start
+        self._samples: dict[int, list[tuple[float, float]]] = {}
+        self._window: list[float | None] = [None, None]
 
-    def sample(self) -> None:
+    def sample(self, *, force: bool = False) -> None:
         import psutil
 
         now = time.monotonic()
-        if self._root is None or now - self._sampled_at < 0.5:
+        if self._root is None or (not force and now - self._sampled_at < self._INTERVAL_S):
             return
         try:
             tree = [self._root, *self._root.children(recursive=True)]
@@ -355,34 +639,61 @@ class _CpuMeter:
             return
         for process in tree:
             with contextlib.suppress(psutil.Error):
-                self._cpu_s[process.pid] = sum(process.cpu_times()[:2])
+                self._samples.setdefault(process.pid, []).append((now, sum(process.cpu_times()[:2])))
         self._sampled_at = now
+
+    def mark_start(self) -> None:
+        if self._window[0] is None:
+            self.sample(force=True)
+            self._window[0] = self._sampled_at
+
+    def mark_end(self) -> None:
+        if self._window[0] is not None and self._window[1] is None:
+            self.sample(force=True)
+            self._window[1] = self._sampled_at
 
     def percent(self) -> float | None:
         elapsed = self._sampled_at - self._start
-        return round(100.0 * sum(self._cpu_s.values()) / elapsed, 1) if elapsed > 0 else None
+        total = sum(samples[-1][1] for samples in self._samples.values())
+        return round(100.0 * total / elapsed, 1) if elapsed > 0 else None
+
+    def per_process(self) -> dict[int, float]:
+        begin, end = self._window
+        loads = {}
+        for pid, samples in self._samples.items():
+            inside = [s for s in samples if (begin is None or s[0] >= begin) and (end is None or s[0] <= end)]
+            if begin is None or len(inside) < 2:
+                inside = samples  # no window (or too short a life in it): the whole life, from its first sample
+            if len(inside) >= 2 and inside[-1][0] > inside[0][0]:
+                seconds = inside[-1][0] - inside[0][0]
+                loads[pid] = round(100.0 * (inside[-1][1] - inside[0][1]) / seconds, 1)
+        return loads
 
 
 class _LogWatcher:
-    """Looks for a marker in a growing log file, reading only what was appended since the last look."""
+    """Looks for markers in a growing log file, reading only what was appended since the last look."""
 
-    def __init__(self, path: Path, marker: str) -> None:
+    def __init__(self, path: Path, markers: Sequence[str]) -> None:
         self._path = path
-        self._marker = marker.encode()
+        self._markers = [marker.encode() for marker in markers]
+        self._keep = max(len(marker) for marker in self._markers)
         self._offset = 0
         self._tail = b""
+        self._seen: set[str] = set()
 
-    def seen(self) -> bool:
+    def seen(self) -> set[str]:
+        """The markers seen so far."""
         try:
             with self._path.open("rb") as handle:
                 handle.seek(self._offset)
                 chunk = handle.read()
         except FileNotFoundError:
-            return False
+            return set(self._seen)
         self._offset += len(chunk)
         window = self._tail + chunk
-        self._tail = window[-len(self._marker) :]
-        return self._marker in window
+        self._tail = window[-self._keep :]
+        self._seen.update(marker.decode() for marker in self._markers if marker in window)
+        return set(self._seen)
 
 
 def _prepare_request(config: LoadTestConfig, path: Path) -> None:
@@ -411,17 +722,93 @@ def _fresh_output_dir(out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "stats_csv": out / "locust_stats.csv",
+        "history_csv": out / "locust_stats_history.csv",
         "html": out / "report.html",
         "log": out / "locust.log",
         "inputs": out / "request.npz",
+        "late": out / "locust_late.json",
+        "plot": out / "history.png",
     }
     for path in [*files.values(), out / "summary.json", *out.glob("locust_*.csv")]:
         path.unlink(missing_ok=True)
     return files
 
 
+def _existing(files: Mapping[str, Path]) -> dict[str, str]:
+    return {role: str(path) for role, path in files.items() if path.exists()}
+
+
+def _describe_load(config: LoadTestConfig) -> str:
+    if config.open_loop:
+        return f"{config.arrival} arrivals at {config.rate_rps:g} req/s, at most {config.users} in flight"
+    return f"{config.users} users (closed loop)"
+
+
+def _snapshot(config: LoadTestConfig) -> ServerSnapshot | None:
+    if not config.server_stats:
+        return None
+    try:
+        return take_snapshot(config.host, metrics_url=config.metrics_url, timeout_s=config.request_timeout_s)
+    except ServerError as exc:
+        _LOGGER.warning("no server breakdown: %s", exc)
+        return None
+
+
+def _breakdown(config: LoadTestConfig, before: ServerSnapshot | None, measured: Measurement) -> ServerBreakdown | None:
+    if before is None:
+        return None
+    after = _snapshot(config)
+    if after is None:
+        return None
+    breakdown = server_breakdown(before, after, model=config.model, client=measured, in_flight=config.users)
+    if not breakdown.count_check.agree:
+        c = breakdown.count_check
+        _LOGGER.warning(
+            "the server finished %d requests for %s but the client recorded %d: another client loaded it, or "
+            "requests were lost between them",
+            c.server_requests,
+            config.model,
+            c.client_requests,
+        )
+    return breakdown
+
+
+def _generator_load(outcome: ProcessOutcome, *, distributed: bool) -> GeneratorLoad:
+    loads = []
+    for index, (pid, percent) in enumerate(outcome.process_cpu.items()):
+        if pid == outcome.pid:
+            role = "master" if distributed else "locust"
+        else:
+            role = f"worker-{index}"
+        loads.append(ProcessLoad(role=role, pid=pid, cpu_percent=percent))
+    return generator_load(loads, total_percent=outcome.cpu_percent)
+
+
+def _versions(snapshot: ServerSnapshot | None) -> dict[str, str]:
+    server = snapshot.server_version if snapshot is not None and snapshot.server_version else "unknown"
+    return {**tool_versions(), "triton_server": server}
+
+
+def _with_plot(result: LoadTestResult, files: Mapping[str, Path], *, title: str) -> LoadTestResult:
+    """Draw the run's history (Locust's full-history CSV) as a PNG; a plot that fails costs only the plot."""
+    history = files["history_csv"]
+    if not history.is_file():
+        return result
+    try:
+        from tritonforge.loadtests.plots import plot_run_history
+
+        path = plot_run_history(history, files["plot"], title=title)
+    except Exception as exc:  # noqa: BLE001 (a report must not be lost to its picture)
+        _LOGGER.warning("no history plot: %s", exc)
+        return result
+    return dataclasses.replace(result, files={**result.files, "plot": str(path)})
+
+
 def _spawn_rate(config: LoadTestConfig) -> float:
-    return config.spawn_rate if config.spawn_rate is not None else float(config.users)
+    if config.spawn_rate is not None:
+        return config.spawn_rate
+    # The open loop's rate should hold from the start: its users start within a fraction of a second.
+    return max(_OPEN_LOOP_SPAWN_RATE, float(config.users)) if config.open_loop else float(config.users)
 
 
 def _at_least(name: str, value: int, minimum: int) -> None:

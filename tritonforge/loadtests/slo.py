@@ -90,6 +90,8 @@ class Measurement:
         p50_ms: median latency in ms, or None when no request was made.
         p95_ms: 95th-percentile latency in ms, or None when no request was made.
         p99_ms: 99th-percentile latency in ms, or None when no request was made.
+        mean_ms: mean latency in ms, or None when unknown or no request was made (the server breakdown compares
+            it with the server's own per-request time).
     """
 
     requests: int
@@ -98,6 +100,7 @@ class Measurement:
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
+    mean_ms: float | None = None
 
     @property
     def error_ratio(self) -> float | None:

@@ -13,7 +13,9 @@ from tritonforge.loadtests.runner import (
     LOCUSTFILE,
     LoadTestConfig,
     locust_command,
+    locust_worker_command,
     run_loadtest,
+    run_locust_worker,
     run_with_deadline,
     validate_grpc_host,
 )
@@ -173,3 +175,113 @@ def test_run_loadtest_fails_before_starting_locust_when_no_server_answers(tmp_pa
 
     assert not (tmp_path / "locust.log").exists()  # Locust never started
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # and nothing stale can pass for this run's results
+
+
+def _pairs(command: list[str]) -> dict[str, str]:
+    return dict(zip(command[3::], command[4::], strict=False))
+
+
+def test_locust_command_passes_the_schedule_and_the_total_users_when_the_loop_is_open(tmp_path: Path) -> None:
+    config = LoadTestConfig(
+        host="127.0.0.1:8001", model="digits", output_dir=tmp_path, users=12, rate_rps=300.0, arrival="constant",
+        late_threshold_ms=5.0, processes=3, seed=4,
+    )  # fmt: skip
+
+    command = locust_command(
+        config, csv_prefix=tmp_path / "locust", html_path=tmp_path / "r.html", request_path=tmp_path / "q.npz"
+    )
+
+    pairs = _pairs(command)
+    assert pairs["--triton-arrival"] == "constant"
+    assert float(pairs["--triton-rate"]) == 300.0
+    assert pairs["--triton-total-users"] == "12"  # every user of every process takes rate / 12
+    assert pairs["--triton-late-threshold-ms"] == "5"
+    assert pairs["--triton-seed"] == "4"
+    assert pairs["--users"] == "12"
+    assert pairs["--spawn-rate"] == "100"  # all users start at once, so the rate holds from the start
+    assert pairs["--processes"] == "3"
+    assert "--csv-full-history" in command  # the history the PNG is drawn from
+    assert "--master" not in command
+
+
+def test_locust_command_leaves_out_the_schedule_when_the_loop_is_closed(tmp_path: Path) -> None:
+    config = LoadTestConfig(host="127.0.0.1:8001", model="digits", output_dir=tmp_path, users=3)
+
+    command = locust_command(config, csv_prefix=tmp_path / "l", html_path=tmp_path / "r.html", request_path=tmp_path)
+
+    assert not [arg for arg in command if arg.startswith("--triton-arrival") or arg.startswith("--triton-rate")]
+
+
+def test_locust_command_runs_a_master_that_waits_for_its_workers_when_workers_are_expected(tmp_path: Path) -> None:
+    config = LoadTestConfig(
+        host="10.0.0.9:8001", model="digits", output_dir=tmp_path, users=64, rate_rps=5000.0, expect_workers=4,
+        master_bind_host="0.0.0.0", master_bind_port=5600, workers_wait_s=90.0,
+    )  # fmt: skip
+
+    command = locust_command(config, csv_prefix=tmp_path / "l", html_path=tmp_path / "r.html", request_path=tmp_path)
+
+    pairs = _pairs(command)
+    assert "--master" in command and "--headless" in command
+    assert pairs["--expect-workers"] == "4"
+    assert pairs["--expect-workers-max-wait"] == "90"
+    assert (pairs["--master-bind-host"], pairs["--master-bind-port"]) == ("0.0.0.0", "5600")
+    assert pairs["--triton-total-users"] == "64"
+    assert config.deadline_s == pytest.approx(
+        LoadTestConfig(host="10.0.0.9:8001", model="digits", output_dir=tmp_path).deadline_s + 90.0
+    )
+
+
+def test_locust_worker_command_joins_the_master_with_the_same_triton_options(tmp_path: Path) -> None:
+    config = LoadTestConfig(
+        host="10.0.0.9:8001", model="digits", output_dir=tmp_path, rate_rps=500.0, master_host="10.0.0.5",
+        master_port=5600, processes=2,
+    )  # fmt: skip
+
+    command = locust_worker_command(config, request_path=tmp_path / "q.npz")
+
+    pairs = _pairs(command)
+    assert command[:3] == [sys.executable, "-m", "locust"]
+    assert "--worker" in command and "--headless" not in command
+    assert (pairs["--master-host"], pairs["--master-port"]) == ("10.0.0.5", "5600")
+    assert (pairs["--triton-model"], pairs["--triton-sample"]) == ("digits", str(tmp_path / "q.npz"))
+    assert pairs["--triton-arrival"] == "poisson"
+    assert pairs["--processes"] == "2"
+    assert "--csv" not in command and "--run-time" not in command  # the master owns the run and the reports
+
+
+def test_worker_and_master_runs_refuse_each_others_config(tmp_path: Path) -> None:
+    local = LoadTestConfig(host="127.0.0.1:8001", model="digits", output_dir=tmp_path)
+    worker = LoadTestConfig(host="127.0.0.1:8001", model="digits", output_dir=tmp_path, master_host="10.0.0.5")
+
+    with pytest.raises(ConfigError, match="needs master_host"):
+        run_locust_worker(local)
+    with pytest.raises(ConfigError, match="call run_locust_worker"):
+        run_loadtest(worker)
+    with pytest.raises(ConfigError, match="--master-host"):
+        locust_worker_command(local, request_path=tmp_path)
+
+
+# A root that sleeps and a child that burns CPU between the load markers Locust logs.
+_BUSY_CHILD = textwrap.dedent(
+    """
+    import subprocess, sys, time
+    burn = "import time\\nend = time.monotonic() + 1.5\\nwhile time.monotonic() < end: pass"
+    print("Ramping to 1 users", flush=True)
+    child = subprocess.Popen([sys.executable, "-c", burn])
+    child.wait()
+    print("--run-time limit reached", flush=True)
+    time.sleep(0.3)
+    """
+)
+
+
+def test_run_with_deadline_measures_each_process_cpu_between_the_load_markers(tmp_path: Path) -> None:
+    outcome = run_with_deadline([sys.executable, "-c", _BUSY_CHILD], log_path=tmp_path / "log.txt", deadline_s=60.0)
+
+    assert outcome.returncode == 0, (tmp_path / "log.txt").read_text()
+    root = outcome.process_cpu[outcome.pid]
+    children = [percent for pid, percent in outcome.process_cpu.items() if pid != outcome.pid]
+    assert len(children) == 1
+    # The child spun for the whole window; the root only slept (its start-up is outside the window).
+    assert children[0] > 15.0
+    assert children[0] > 3 * root

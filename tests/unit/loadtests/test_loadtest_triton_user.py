@@ -148,3 +148,62 @@ def test_final_stats_listener_rewrites_stats_csv_when_locust_quits(tmp_path: Pat
     )
 
     assert result == {"count": "3", "p99": "3"}
+
+
+def test_open_loop_user_times_from_the_schedule_and_counts_late_and_unsent_starts(tmp_path: Path) -> None:
+    prefix = tmp_path / "locust"
+    result = _run_python(
+        """
+        import argparse, json, sys, time
+        import gevent
+        import locust
+        import numpy as np
+        from locust.env import Environment
+        from tritonforge.loadtests import triton_user
+        from tritonforge.loadtests.locustfile import InferUser
+
+        class SlowClient:  # 20 ms a call, against a schedule of one request every 5 ms: the user falls behind
+            def infer(self, model, inputs, *, version=None, timeout_s=None):
+                gevent.sleep(0.02)
+                return {"logits": np.zeros((1, 10), np.float32)}
+            def close(self):
+                pass
+
+        fired = []
+        env = Environment(user_classes=[InferUser], events=locust.events)
+        env.create_local_runner()
+        env.events.request.add_listener(lambda **event: fired.append(event["response_time"]))
+        InferUser.model, InferUser.host = "digits", "127.0.0.1:8001"
+        InferUser.arrival, InferUser.rate_rps, InferUser.total_users = "constant", 400.0, 2  # 200/s for this user
+        user = InferUser(env)
+        env.parsed_options = argparse.Namespace(
+            csv_prefix=sys.argv[1], triton_arrival="constant", triton_late_threshold_ms=2.0)
+        env.events.test_start.fire(environment=env)
+        user.inputs = {"image": np.zeros((1, 1, 8, 8), np.float32)}
+        user.client = SlowClient()
+        user._start_schedule()
+        start = time.perf_counter()
+        for _ in range(6):
+            user.send_next()
+        elapsed_ms = (time.perf_counter() - start) * 1000
+        user.on_stop()
+        env.events.quitting.fire(environment=env)
+        with open(sys.argv[1] + "_late.json") as handle:
+            written = json.load(handle)
+        print(json.dumps({"latencies": fired, "elapsed_ms": elapsed_ms, "written": written}))
+        """,
+        str(prefix),
+    )
+
+    latencies = result["latencies"]
+    assert len(latencies) == 6
+    assert latencies[0] < 15 + 20  # first one on time: about the 20 ms call
+    # Each later request waits for the one before: its latency from the schedule keeps growing by ~15 ms.
+    assert all(b > a for a, b in zip(latencies, latencies[1:], strict=False))
+    assert latencies[-1] > 60
+    written = result["written"]
+    assert written["sent"] == 6
+    assert sum(count for _, count in written["late"]) >= 4  # all but the first start late
+    assert written["woke_late"] == 0  # late because the user was busy, not because the process woke late
+    # ~120 ms at 5 ms a slot: about 24 slots fell due, 6 were sent, the rest are reported, not dropped.
+    assert written["unsent"] >= int(result["elapsed_ms"] / 5) - 6 - 2
