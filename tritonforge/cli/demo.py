@@ -19,7 +19,7 @@ def demo(
     loadtest_seconds: Annotated[int, typer.Option(help="Load-test duration in seconds.")] = 20,
     users: Annotated[int, typer.Option(help="Concurrent load-test users.")] = 4,
 ) -> None:
-    """Build digits, serve it, classify held-out digits over gRPC, load-test against an SLO; exit 0 only if all pass."""
+    """Build digits and MiniLM with gated INT8 variants, serve and check them, load-test; exit 0 only if all pass."""
     options = DemoOptions(
         repository=repository, out_dir=out_dir, slo_file=slo, loadtest_seconds=loadtest_seconds, users=users
     )

@@ -17,7 +17,20 @@ from typing import Annotated, Any
 
 import typer
 
-from tritonforge.cli import compare, demo, example, export, gpu, infer, loadtest, quantize, repo, serve
+from tritonforge.cli import (
+    capacity,
+    compare,
+    demo,
+    example,
+    export,
+    gpu,
+    infer,
+    loadtest,
+    quantize,
+    repo,
+    report,
+    serve,
+)
 from tritonforge.errors import TritonForgeError
 
 app = typer.Typer(
@@ -69,6 +82,8 @@ app.command("export")(_one_line_errors(export.export))
 app.command("serve")(_one_line_errors(serve.serve))
 app.command("infer")(_one_line_errors(infer.infer))
 app.command("loadtest")(_one_line_errors(loadtest.loadtest))
+app.command("capacity")(_one_line_errors(capacity.capacity))
+app.command("report")(_one_line_errors(report.report))
 app.command("quantize")(_one_line_errors(quantize.quantize))
 app.command("compare")(_one_line_errors(compare.compare))
 repo_app.command("check")(_one_line_errors(repo.check))
