@@ -16,8 +16,9 @@ import typer
 
 from tritonforge.cli.loadtest import server_address
 from tritonforge.errors import ConfigError, SLOViolationError
+from tritonforge.loadtests.arrivals import ARRIVALS, Arrival
 from tritonforge.loadtests.capacity import StepResult, format_capacity, knee_line, run_capacity
-from tritonforge.loadtests.runner import ARRIVALS, Arrival, LoadTestConfig
+from tritonforge.loadtests.runner import LoadTestConfig
 from tritonforge.loadtests.slo import load_model_slo
 
 

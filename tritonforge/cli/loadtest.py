@@ -22,8 +22,9 @@ from typing import Annotated
 import typer
 
 from tritonforge.errors import ConfigError, SLOViolationError, TritonForgeError
+from tritonforge.loadtests.arrivals import open_loop_users
 from tritonforge.loadtests.report import format_table
-from tritonforge.loadtests.runner import LoadTestConfig, open_loop_users, run_loadtest, run_locust_worker
+from tritonforge.loadtests.runner import LoadTestConfig, run_loadtest, run_locust_worker
 from tritonforge.loadtests.slo import load_model_slo
 
 _DEFAULT_URL = "127.0.0.1:8001"

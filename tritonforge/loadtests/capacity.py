@@ -28,8 +28,9 @@ from typing import Any
 
 from tritonforge._atomic import atomic_write_text
 from tritonforge.errors import ConfigError
+from tritonforge.loadtests.arrivals import Arrival, open_loop_users
 from tritonforge.loadtests.report import LoadTestResult
-from tritonforge.loadtests.runner import Arrival, LoadTestConfig, open_loop_users, run_loadtest
+from tritonforge.loadtests.runner import LoadTestConfig, run_loadtest
 from tritonforge.loadtests.slo import SLOCheck, SLOSpec
 
 __all__ = [

@@ -31,18 +31,17 @@ import importlib.metadata
 import logging
 import math
 import os
-import random
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from tritonforge.errors import ConfigError, ServerError, TritonForgeError
+from tritonforge.loadtests.arrivals import ARRIVALS, Arrival
 from tritonforge.loadtests.inputs import build_inputs, save_inputs
 from tritonforge.loadtests.report import (
     GeneratorLoad,
@@ -59,34 +58,23 @@ from tritonforge.loadtests.server_stats import ServerBreakdown, ServerSnapshot, 
 from tritonforge.loadtests.slo import Measurement, SLOSpec, evaluate
 
 __all__ = [
-    "ARRIVALS",
     "LOCAL_SAMPLE_ENV",
     "LOCUSTFILE",
-    "Arrival",
     "LoadTestConfig",
     "ProcessOutcome",
-    "arrival_schedule",
     "locust_command",
     "locust_worker_command",
-    "open_loop_users",
     "run_loadtest",
     "run_locust_worker",
     "run_with_deadline",
     "validate_grpc_host",
 ]
 
-Arrival = Literal["constant", "poisson"]
-#: The arrival schedules of the open loop.
-ARRIVALS: tuple[Arrival, ...] = ("constant", "poisson")
 #: Names a request file on a worker's own machine; preferred over the master's path, which workers also receive.
 LOCAL_SAMPLE_ENV = "TRITONFORGE_LOADTEST_LOCAL_SAMPLE"
 #: Locust's log line when the load starts; from then to the end marker each process's CPU counts.
 _LOAD_START_MARKER = "Ramping to"
 _LOAD_END_MARKER = "limit reached"
-#: Requests one open-loop user is expected to hold in flight per second of latency: the default user count
-#: covers `rate x _LATENCY_ALLOWANCE_S` outstanding requests (Little's law) with room to spare.
-_LATENCY_ALLOWANCE_S = 0.05
-_MIN_OPEN_LOOP_USERS = 4
 _OPEN_LOOP_SPAWN_RATE = 100.0
 
 _LOGGER = logging.getLogger(__name__)
@@ -243,44 +231,6 @@ class LoadTestConfig:
     def open_loop(self) -> bool:
         """True when requests follow an arrival schedule (rate_rps) rather than the users' speed."""
         return self.arrival is not None
-
-
-def open_loop_users(rate_rps: float) -> int:
-    """A default in-flight bound for an open loop at `rate_rps`: room for 50 ms of latency at that rate, at least 4.
-
-    Too few users turn an open loop back into a closed one (every user busy, requests start late); each user
-    costs one gRPC channel, so the default stays near what the rate needs.
-    """
-    return max(_MIN_OPEN_LOOP_USERS, math.ceil(rate_rps * _LATENCY_ALLOWANCE_S))
-
-
-def arrival_schedule(arrival: Arrival, rate_rps: float, *, start: float, seed: int | str) -> Iterator[float]:
-    """The times at which one sender starts its requests: constant or Poisson arrivals at `rate_rps`.
-
-    Constant arrivals begin at a seeded random phase within the first period, so that many senders sharing a
-    rate spread over it instead of firing together. Poisson arrivals have exponential gaps; independent Poisson
-    senders together make a Poisson stream at the sum of their rates.
-
-    Args:
-        arrival: "constant" or "poisson".
-        rate_rps: this sender's rate, in requests per second.
-        start: the clock reading (seconds) the schedule starts from.
-        seed: seeds the generator, so a run's schedule can be repeated.
-
-    Yields:
-        Increasing clock readings, endlessly.
-    """
-    rng = random.Random(seed)  # noqa: S311 (a schedule, not a secret)
-    if arrival == "constant":
-        period = 1.0 / rate_rps
-        at = start + rng.random() * period
-        count = 0
-        while True:  # multiplying, not adding, keeps the float error of a long run from drifting the rate
-            yield at + count * period
-            count += 1
-    while True:
-        start += rng.expovariate(rate_rps)
-        yield start
 
 
 @dataclass(frozen=True, kw_only=True)

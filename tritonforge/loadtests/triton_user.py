@@ -50,9 +50,10 @@ from numpy.typing import NDArray
 from tritonforge._atomic import atomic_output, atomic_write_text
 from tritonforge.client import TritonClient
 from tritonforge.errors import ClientError, ConfigError
+from tritonforge.loadtests.arrivals import ARRIVALS, arrival_schedule
 from tritonforge.loadtests.inputs import build_inputs
 from tritonforge.loadtests.report import LateTally
-from tritonforge.loadtests.runner import ARRIVALS, LOCAL_SAMPLE_ENV, arrival_schedule, validate_grpc_host
+from tritonforge.loadtests.runner import LOCAL_SAMPLE_ENV, validate_grpc_host
 
 __all__ = ["TritonUser", "late_tally"]
 

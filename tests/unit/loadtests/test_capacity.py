@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from tritonforge.errors import ConfigError, SLOViolationError
 from tritonforge.loadtests import capacity
+from tritonforge.loadtests.arrivals import open_loop_users
 from tritonforge.loadtests.capacity import (
     CapacityReport,
     StepResult,
@@ -20,7 +21,7 @@ from tritonforge.loadtests.capacity import (
     write_capacity,
 )
 from tritonforge.loadtests.report import LateRequests, LoadTestResult, ProcessLoad, generator_load
-from tritonforge.loadtests.runner import LoadTestConfig, open_loop_users
+from tritonforge.loadtests.runner import LoadTestConfig
 from tritonforge.loadtests.slo import Measurement, SLOSpec, evaluate
 
 SLO = SLOSpec(p99_ms=15.0, max_error_ratio=0.01)

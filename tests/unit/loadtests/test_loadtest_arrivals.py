@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tritonforge.errors import ConfigError
-from tritonforge.loadtests.runner import LoadTestConfig, arrival_schedule, open_loop_users
+from tritonforge.loadtests.arrivals import arrival_schedule, open_loop_users
+from tritonforge.loadtests.runner import LoadTestConfig
 
 
 def _take(arrival: str, rate: float, count: int, *, seed: int | str = 0, start: float = 100.0) -> list[float]:
