@@ -30,6 +30,7 @@ from tritonforge.cli import (
     repo,
     report,
     serve,
+    tune,
 )
 from tritonforge.errors import TritonForgeError
 
@@ -84,6 +85,7 @@ app.command("infer")(_one_line_errors(infer.infer))
 app.command("loadtest")(_one_line_errors(loadtest.loadtest))
 app.command("capacity")(_one_line_errors(capacity.capacity))
 app.command("report")(_one_line_errors(report.report))
+app.command("tune")(_one_line_errors(tune.tune))
 app.command("quantize")(_one_line_errors(quantize.quantize))
 app.command("compare")(_one_line_errors(compare.compare))
 repo_app.command("check")(_one_line_errors(repo.check))
