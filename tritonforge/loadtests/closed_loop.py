@@ -11,6 +11,7 @@ cannot give. Threads walk through the same list of prepared requests, so every c
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,7 @@ class LoopFigures:
         items_per_s: successful items (requests x batch size) per second.
         p50_ms: median latency of successful requests, in milliseconds.
         p99_ms: 99th percentile latency of successful requests, in milliseconds.
+        p95_ms: 95th percentile latency of successful requests, in milliseconds.
         requests: successful requests.
         errors: failed requests.
     """
@@ -43,6 +45,7 @@ class LoopFigures:
     p99_ms: float
     requests: int
     errors: int
+    p95_ms: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the figures as a JSON-ready dict."""
@@ -164,12 +167,30 @@ def run_closed_loop(
         raise crashed[0]
     wall = time.perf_counter() - clock["began"]
     lat_ms = np.asarray(latencies) * 1e3
-    p50, p99 = (float(np.percentile(lat_ms, q)) for q in (50, 99)) if len(lat_ms) else (float("nan"),) * 2
+    p50, p95, p99 = (float(np.percentile(lat_ms, q)) for q in (50, 95, 99)) if len(lat_ms) else (float("nan"),) * 3
     return LoopFigures(
         requests_per_s=len(latencies) / wall,
         items_per_s=sum(items) / wall,
         p50_ms=p50,
+        p95_ms=p95,
         p99_ms=p99,
         requests=len(latencies),
         errors=sum(errors),
+    )
+
+
+def median_figures(runs: Sequence[LoopFigures]) -> LoopFigures:
+    """Combine repeated measurements of one configuration: the median of each rate and percentile, summed counts."""
+
+    def median(name: str) -> float:
+        return float(statistics.median(getattr(run, name) for run in runs))
+
+    return LoopFigures(
+        requests_per_s=median("requests_per_s"),
+        items_per_s=median("items_per_s"),
+        p50_ms=median("p50_ms"),
+        p95_ms=median("p95_ms"),
+        p99_ms=median("p99_ms"),
+        requests=sum(run.requests for run in runs),
+        errors=sum(run.errors for run in runs),
     )

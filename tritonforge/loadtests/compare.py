@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ import numpy.typing as npt
 from tritonforge.converters.repository import CONFIG_NAME, MANIFEST_NAME, model_filename, version_numbers
 from tritonforge.converters.triton_config import read_config, write_config
 from tritonforge.errors import ConfigError
-from tritonforge.loadtests.closed_loop import LoopFigures, request_batches, run_closed_loop
+from tritonforge.loadtests.closed_loop import LoopFigures, median_figures, request_batches, run_closed_loop
 from tritonforge.serving.derived_repository import model_dirs
 from tritonforge.serving.launcher import EmbeddedTriton, ServerOptions
 
@@ -243,7 +242,7 @@ def compare_variants(
                             round_index + 1, rounds, batch_size, variant.served_name,
                             figures.items_per_s, figures.p99_ms,
                         )  # fmt: skip
-    medians = {key: _median_figures(runs) for key, runs in measured.items()}
+    medians = {key: median_figures(runs) for key, runs in measured.items()}
     reference = variants[0]
     rows = [
         CompareRow(
@@ -261,20 +260,6 @@ def compare_variants(
         model=model, batch_sizes=tuple(batch_sizes), concurrency=concurrency, seconds=seconds, rounds=rounds,
         rows=rows,
     )  # fmt: skip
-
-
-def _median_figures(runs: Sequence[LoopFigures]) -> LoopFigures:
-    def median(name: str) -> float:
-        return float(statistics.median(getattr(run, name) for run in runs))
-
-    return LoopFigures(
-        requests_per_s=median("requests_per_s"),
-        items_per_s=median("items_per_s"),
-        p50_ms=median("p50_ms"),
-        p99_ms=median("p99_ms"),
-        requests=sum(run.requests for run in runs),
-        errors=sum(run.errors for run in runs),
-    )
 
 
 def gate_summary(gate: Mapping[str, Any] | None) -> str:

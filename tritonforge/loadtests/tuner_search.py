@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import itertools
 import logging
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tritonforge.errors import ConfigError, TritonForgeError
-from tritonforge.loadtests.closed_loop import LoopFigures
+from tritonforge.loadtests.closed_loop import LoopFigures, median_figures
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -248,22 +247,6 @@ class SearchResult:
             "baseline": self.baseline.to_dict() if self.baseline is not None else None,
             "trials": [trial.to_dict() for trial in self.trials],
         }
-
-
-def median_figures(runs: Sequence[LoopFigures]) -> LoopFigures:
-    """Median of each figure over repeated runs (counts are summed)."""
-
-    def median(name: str) -> float:
-        return float(statistics.median(getattr(run, name) for run in runs))
-
-    return LoopFigures(
-        requests_per_s=median("requests_per_s"),
-        items_per_s=median("items_per_s"),
-        p50_ms=median("p50_ms"),
-        p99_ms=median("p99_ms"),
-        requests=sum(run.requests for run in runs),
-        errors=sum(run.errors for run in runs),
-    )
 
 
 Measure = Callable[[Candidate], LoopFigures]
