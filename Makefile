@@ -30,8 +30,8 @@ $(STAMP): pyproject.toml
 clean:
 	rm -rf $(VENV) build runs .pytest_cache
 
-bench: $(STAMP)  ## embedded Triton vs in-process ONNX Runtime on digits (ratios, medians)
-	$(BIN)/python benchmarks/serving_vs_onnxruntime.py
+bench: $(STAMP)  ## the SRE figures in one run: tuner vs grid, tuned vs default, served vs ORT, generator, open vs closed
+	$(BIN)/python benchmarks/sre_suite.py --out runs/bench
 
 compare: $(STAMP)  ## FP32 and INT8 variants of both examples side by side on the embedded Triton (README tables)
 	$(BIN)/python benchmarks/compare_variants.py --repository model_repository

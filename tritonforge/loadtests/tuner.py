@@ -45,6 +45,7 @@ __all__ = [
     "TuneReport",
     "apply_candidate",
     "batch_limit",
+    "ensemble_floor",
     "canonical_config",
     "default_samples",
     "format_trials",
@@ -183,6 +184,19 @@ def batch_limit(model_dir: Path, config: model_config_pb2.ModelConfig) -> int | 
     return min(fixed) if fixed else None
 
 
+def ensemble_floor(repository: Path, model: str) -> int | None:
+    """The largest max_batch_size among the ensembles that call `model`: a smaller one would make them fail to load."""
+    from tritonforge.serving.derived_repository import model_dirs
+
+    floors = [
+        int(config.max_batch_size)
+        for config in (read_config(d / CONFIG_NAME) for d in model_dirs(repository))
+        if config.platform == ENSEMBLE_PLATFORM
+        and any(step.model_name == model for step in config.ensemble_scheduling.step)
+    ]
+    return max(floors) if floors else None
+
+
 def default_samples(model: str, inputs: list[Any], max_batch_size: int) -> dict[str, npt.NDArray[Any]]:
     """Request rows when none are given: the held-out digits images for `digits`, else random data from metadata."""
     from tritonforge.examples import digits
@@ -301,6 +315,7 @@ def tune_model(
                 f"'{model}' does not batch (max_batch_size 0); export it with a dynamic batch axis to tune batching"
             )
     space = (space or SearchSpace()).capped(batch_limit(model_dir, canonical) if canonical is not None else None)
+    space = space.floored(ensemble_floor(repository, model) if repository.is_dir() else None)
     if request_batch_size > space.max_batch_sizes[0]:
         raise ConfigError(
             f"request batch size {request_batch_size} exceeds max_batch_size {space.max_batch_sizes[0]} in the "

@@ -157,6 +157,23 @@ class SearchSpace:
             )
         return replace(self, max_batch_sizes=kept)
 
+    def floored(self, minimum: int | None) -> SearchSpace:
+        """The space without max_batch_size values below `minimum` (what ensembles calling the model need).
+
+        Raises:
+            ConfigError: no value is left.
+        """
+        if minimum is None:
+            return self
+        kept = tuple(b for b in self.max_batch_sizes if b >= minimum)
+        if not kept:
+            raise ConfigError(
+                f"every max_batch_size in {list(self.max_batch_sizes)} is below {minimum}, the max_batch_size of an "
+                f"ensemble that calls the model (Triton refuses to load it then); pass --max-batch-size values >= "
+                f"{minimum}"
+            )
+        return replace(self, max_batch_sizes=kept)
+
     def start(self, max_batch_size: int | None = None) -> Candidate:
         """The default config the descent starts from.
 

@@ -128,3 +128,39 @@ def test_trials_csv_has_one_row_per_config() -> None:
     assert len(lines) == 1 + space.size
     assert sum(line.endswith(",True,") for line in lines) == 2  # b8 passes p99 <= 10, b16 does not
     assert result.best is not None and result.best.candidate.max_batch_size == 8
+
+
+def _write(repository: Path, text: str, name: str) -> None:
+    from google.protobuf import text_format
+
+    from tritonforge.converters.triton_config import write_config
+
+    (repository / name).mkdir(parents=True)
+    write_config(text_format.Parse(text, model_config_pb2.ModelConfig()), repository / name / "config.pbtxt")
+
+
+def test_ensembles_calling_the_model_set_the_smallest_max_batch_size(tmp_path: Path) -> None:
+    from tritonforge.errors import ConfigError
+    from tritonforge.loadtests.tuner import ensemble_floor
+
+    _write(tmp_path, 'name: "enc" platform: "onnxruntime_onnx" max_batch_size: 64', "enc")
+    for name, batch in (("text", 32), ("text_big", 48)):
+        _write(
+            tmp_path,
+            f'name: "{name}" platform: "ensemble" max_batch_size: {batch} '
+            'ensemble_scheduling { step { model_name: "enc" model_version: -1 } }',
+            name,
+        )
+    _write(
+        tmp_path,
+        'name: "other" platform: "ensemble" max_batch_size: 128 ensemble_scheduling { step { model_name: "x" } }',
+        "other",
+    )
+    assert ensemble_floor(tmp_path, "enc") == 48
+    assert ensemble_floor(tmp_path, "other") is None
+    space = SearchSpace(max_batch_sizes=(8, 32, 64)).floored(48)
+    assert space.max_batch_sizes == (64,)
+    import pytest
+
+    with pytest.raises(ConfigError, match="ensemble that calls the model"):
+        SearchSpace(max_batch_sizes=(8, 16)).floored(48)
