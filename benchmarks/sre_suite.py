@@ -9,7 +9,8 @@
    against ONNX Runtime in this process at the batch size the server actually executed (Triton's own average);
 4. the load generator: one Locust process against `digits` at rising user counts (requests/s, its CPU), then two;
 5. open against closed loop just past the knee: a capacity search finds the knee of `digits` under a p99 objective,
-   then an open loop at 1.25x the knee and a closed loop with the same number of users report their p99.
+   then an open loop at 1.25x the knee and a closed loop paced to the same rate with the same users (Locust's
+   constant throughput: each user waits for its answer) report their p99.
 
 Everything shares the machine's cores: the clients, Locust, the server and ONNX Runtime. Figures are medians where
 repeated; the JSON of every part lands in `--out`.
@@ -151,7 +152,7 @@ def open_vs_closed(url: str, out: Path, *, step_s: int) -> dict[str, Any]:
     users = open_loop_users(rate)
     common = {"host": url, "model": "digits", "run_time_s": step_s * 2, "users": users}
     opened = run_loadtest(LoadTestConfig(output_dir=out / "open", arrival="constant", rate_rps=rate, **common))
-    closed = run_loadtest(LoadTestConfig(output_dir=out / "closed", **common))
+    closed = run_loadtest(LoadTestConfig(output_dir=out / "closed", pace_rps=rate, **common))
     return {
         "knee_rps": capacity.knee_rps,
         "rate_rps": rate,

@@ -90,3 +90,14 @@ def test_open_loop_counts_late_starts_and_shows_the_latency_a_closed_loop_hides_
     assert summary["p99_ms"] > 5 * closed.measurement.p99_ms
     assert summary["server"]["count_check"]["agree"] is True
     assert "never sent" in result.output
+
+
+def test_a_paced_closed_loop_holds_a_modest_rate(triton_server: Any, tmp_path: Path) -> None:
+    result = run_loadtest(
+        LoadTestConfig(
+            host=triton_server.grpc_url, model="digits", output_dir=tmp_path, users=4, pace_rps=100.0,
+            run_time_s=RUN_TIME_S, plot=False,
+        )
+    )  # fmt: skip
+    assert result.mode == "closed" and result.late is None
+    assert result.measurement.rps == pytest.approx(100.0, rel=0.15)

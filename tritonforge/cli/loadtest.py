@@ -83,6 +83,12 @@ def loadtest(
     late_threshold_ms: Annotated[
         float, typer.Option("--late-threshold-ms", help="Open loop: a request starting this far behind is late.")
     ] = 2.0,
+    pace: Annotated[
+        float | None,
+        typer.Option(
+            "--pace", help="Closed loop paced to this many requests/s (Locust's constant throughput; hides stalls)."
+        ),
+    ] = None,
     metrics_url: Annotated[
         str | None,
         typer.Option("--metrics-url", help="Triton's Prometheus endpoint, to cross-check its statistics API."),
@@ -120,6 +126,7 @@ def loadtest(
             arrival=arrival.value if arrival is not None else None,
             rate_rps=rate,
             late_threshold_ms=late_threshold_ms,
+            pace_rps=pace,
             metrics_url=metrics_url or embedded_metrics_url,
             expect_workers=expect_workers,
             master_bind_host=master_bind_host,

@@ -133,6 +133,9 @@ class LoadTestConfig:
             None runs the closed loop. Setting only `rate_rps` means "poisson".
         rate_rps: the target arrival rate of the open loop, in requests per second, over all users and processes.
         late_threshold_ms: how far behind its schedule an open-loop request may start before it counts as late.
+        pace_rps: a closed loop paced to this many requests/s over all users (Locust's constant-throughput wait):
+            each user waits for its answer, skips the slots it missed and times from the actual send, so a stall
+            sends less and hides itself (coordinated omission). For comparison with the open loop; None: no pacing.
         metrics_url: Triton's Prometheus endpoint, read as a cross-check of the statistics API; None skips it.
         server_stats: read Triton's statistics around the run for the server breakdown.
         plot: draw the run's history as a PNG (plots.plot_run_history).
@@ -163,6 +166,7 @@ class LoadTestConfig:
     arrival: Arrival | None = None
     rate_rps: float | None = None
     late_threshold_ms: float = 2.0
+    pace_rps: float | None = None
     metrics_url: str | None = None
     server_stats: bool = True
     plot: bool = True
@@ -194,6 +198,13 @@ class LoadTestConfig:
         self._check_distributed()
 
     def _check_open_loop(self) -> None:
+        if self.pace_rps is not None:
+            if self.rate_rps is not None or self.arrival is not None:
+                raise ConfigError(
+                    "pace_rps paces a closed loop; it cannot be combined with an open loop's rate/arrival"
+                )
+            if not (math.isfinite(self.pace_rps) and self.pace_rps > 0):
+                raise ConfigError(f"pace_rps must be a finite number above 0 requests/s, got {self.pace_rps!r}")
         if self.rate_rps is not None and self.arrival is None:
             object.__setattr__(self, "arrival", "poisson")
         if self.arrival is None:
@@ -449,6 +460,8 @@ def _triton_options(config: LoadTestConfig, request_path: Path) -> list[str]:
     ]  # fmt: skip
     if config.model_version is not None:
         options += ["--triton-model-version", config.model_version]
+    if config.pace_rps is not None:
+        options += ["--triton-pace-rps", repr(float(config.pace_rps)), "--triton-total-users", str(config.users)]
     if config.arrival is not None and config.rate_rps is not None:
         options += [
             "--triton-arrival", config.arrival,
@@ -691,6 +704,8 @@ def _existing(files: Mapping[str, Path]) -> dict[str, str]:
 def _describe_load(config: LoadTestConfig) -> str:
     if config.open_loop:
         return f"{config.arrival} arrivals at {config.rate_rps:g} req/s, at most {config.users} in flight"
+    if config.pace_rps is not None:
+        return f"{config.users} users paced to {config.pace_rps:g} req/s (closed loop)"
     return f"{config.users} users (closed loop)"
 
 

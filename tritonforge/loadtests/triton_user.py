@@ -96,6 +96,9 @@ def _add_triton_arguments(parser: Any, **_kwargs: Any) -> None:
         "--triton-total-users", type=int, default=0, help="Open loop: users of all processes (they share the rate)."
     )
     group.add_argument(
+        "--triton-pace-rps", type=float, default=0.0, help="Closed loop paced to this rate over all users (0: none)."
+    )
+    group.add_argument(
         "--triton-late-threshold-ms", type=float, default=2.0, help="Open loop: a start this far behind is late."
     )
 
@@ -181,6 +184,7 @@ class TritonUser(locust.User):
     request_timeout_s: float = 10.0
     arrival: str = ""
     rate_rps: float = 0.0
+    pace_rps: float = 0.0
     total_users: int = 0
 
     def __init__(self, environment: Environment) -> None:
@@ -197,6 +201,7 @@ class TritonUser(locust.User):
             self.arrival = getattr(options, "triton_arrival", "") or self.arrival
             self.rate_rps = getattr(options, "triton_rate", 0.0) or self.rate_rps
             self.total_users = getattr(options, "triton_total_users", 0) or self.total_users
+            self.pace_rps = getattr(options, "triton_pace_rps", 0.0) or self.pace_rps
         # A worker on another machine gets the master's request path; its own copy is named here.
         self.sample_path = os.environ.get(LOCAL_SAMPLE_ENV) or self.sample_path
         if self.arrival and not self.rate_rps > 0:
@@ -226,14 +231,16 @@ class TritonUser(locust.User):
             self.on_stop()
             raise
         if self.arrival:
-            self._start_schedule()
+            self._start_schedule(self.arrival, self.rate_rps)
+        elif self.pace_rps > 0:
+            self._start_schedule("constant", self.pace_rps)
 
-    def _start_schedule(self) -> None:
+    def _start_schedule(self, arrival: str, rate_rps: float) -> None:
         runner = self.environment.runner
         worker = getattr(runner, "worker_index", 0) if isinstance(runner, WorkerRunner) else 0
-        share = self.rate_rps / max(1, self.total_users)
+        share = rate_rps / max(1, self.total_users)
         seed = f"{self.seed}-{worker}-{next(_USER_NUMBERS)}"
-        self._schedule = arrival_schedule(self.arrival, share, start=time.perf_counter(), seed=seed)  # type: ignore[arg-type]
+        self._schedule = arrival_schedule(arrival, share, start=time.perf_counter(), seed=seed)  # type: ignore[arg-type]
         self._next_due = next(self._schedule)
 
     def on_stop(self) -> None:
@@ -242,7 +249,7 @@ class TritonUser(locust.User):
         An open gRPC channel under gevent would keep Locust from exiting.
         """
         tally = late_tally()
-        if self._schedule is not None and tally is not None:
+        if self._schedule is not None and tally is not None and self.arrival:
             now, unsent = time.perf_counter(), 0
             while self._next_due <= now:
                 unsent += 1
@@ -262,6 +269,14 @@ class TritonUser(locust.User):
         skipping), and the start counts as late when it slipped more than the threshold.
         """
         if self._schedule is None:
+            self.infer()
+            return
+        if not self.arrival:  # paced closed loop: wait for the slot, skip the ones missed, time from the send
+            now = time.perf_counter()
+            while self._next_due < now:
+                self._next_due = next(self._schedule)
+            gevent.sleep(self._next_due - now)
+            self._next_due = next(self._schedule)
             self.infer()
             return
         due = self._next_due

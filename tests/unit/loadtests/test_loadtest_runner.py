@@ -285,3 +285,25 @@ def test_run_with_deadline_measures_each_process_cpu_between_the_load_markers(tm
     # The child spun for the whole window; the root only slept (its start-up is outside the window).
     assert children[0] > 15.0
     assert children[0] > 3 * root
+
+
+def test_a_paced_closed_loop_passes_its_rate_and_user_count_but_no_schedule(tmp_path: Path) -> None:
+    config = LoadTestConfig(host="127.0.0.1:8001", model="digits", output_dir=tmp_path, users=8, pace_rps=400.0)
+
+    command = locust_command(config, csv_prefix=tmp_path / "l", html_path=tmp_path / "r.html", request_path=tmp_path)
+
+    pairs = _pairs(command)
+    assert (pairs["--triton-pace-rps"], pairs["--triton-total-users"]) == ("400.0", "8")
+    assert "--triton-arrival" not in pairs and not config.open_loop
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"pace_rps": 100.0, "rate_rps": 100.0}, "cannot be combined"),
+        ({"pace_rps": 0.0}, "above 0"),
+    ],
+)
+def test_pace_is_validated(tmp_path: Path, fields: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        LoadTestConfig(host="127.0.0.1:8001", model="digits", output_dir=tmp_path, **fields)
