@@ -181,7 +181,7 @@ def test_open_loop_user_times_from_the_schedule_and_counts_late_and_unsent_start
         env.events.test_start.fire(environment=env)
         user.inputs = {"image": np.zeros((1, 1, 8, 8), np.float32)}
         user.client = SlowClient()
-        user._start_schedule()
+        user._start_schedule(user.arrival, user.rate_rps)
         start = time.perf_counter()
         for _ in range(6):
             user.send_next()
