@@ -4,12 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tritonforge-installed
 
-.PHONY: demo test lint install clean bench compare
+.PHONY: demo test lint install clean bench compare promtool
 
 demo: $(STAMP)  ## build digits and MiniLM with gated INT8 variants, serve them, check them, load-test against an SLO
 	$(BIN)/tritonforge demo
 
-test: $(STAMP)  ## the whole suite: unit tests and integration tests against the real embedded tritonserver
+test: $(STAMP) promtool  ## the whole suite: unit tests and integration tests against the real embedded tritonserver
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -26,6 +26,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
+
+# promtool checks and unit-tests the alert rules in k8s/monitoring; it comes with Debian's prometheus package.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus
+promtool:
+	@command -v promtool >/dev/null 2>&1 || $(APT_INSTALL) >/dev/null || \
+		{ $(SUDO) apt-get update >/dev/null && $(APT_INSTALL) >/dev/null; }
+	@promtool --version | head -1
 
 clean:
 	rm -rf $(VENV) build runs .pytest_cache
