@@ -25,6 +25,7 @@ from tritonforge.cli import (
     export,
     gpu,
     infer,
+    k8s,
     loadtest,
     quantize,
     repo,
@@ -44,6 +45,8 @@ app = typer.Typer(
 repo_app = typer.Typer(help="Inspect a Triton model repository.", no_args_is_help=True)
 app.add_typer(repo_app, name="repo")
 gpu_app = typer.Typer(help="GPU-node repository and TensorRT engines.", no_args_is_help=True)
+k8s_app = typer.Typer(help="Kubernetes manifests (k8s/).", no_args_is_help=True)
+app.add_typer(k8s_app, name="k8s")
 app.add_typer(gpu_app, name="gpu")
 
 
@@ -91,6 +94,7 @@ app.command("compare")(_one_line_errors(compare.compare))
 repo_app.command("check")(_one_line_errors(repo.check))
 gpu_app.command("repository")(_one_line_errors(gpu.repository))
 gpu_app.command("build-engine")(_one_line_errors(gpu.build_engine))
+k8s_app.command("render")(_one_line_errors(k8s.render))
 
 
 def main() -> None:
