@@ -41,7 +41,9 @@ def test_probe_paths_answer_on_the_real_server(triton_server: EmbeddedTriton) ->
 
 
 def test_adapter_rule_counters_are_exported_by_triton(triton_server: EmbeddedTriton) -> None:
-    (adapter,) = _render("monitoring")
+    (adapter,) = [
+        o for o in _render("monitoring") if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "prometheus-adapter"
+    ]
     (rule,) = yaml.safe_load(adapter["data"]["config.yaml"])["rules"]
     used = set(re.findall(r"\b(nv_[a-z_]+)\{", rule["metricsQuery"] + rule["seriesQuery"]))
     assert used == {"nv_inference_queue_duration_us", "nv_inference_request_success"}

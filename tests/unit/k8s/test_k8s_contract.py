@@ -117,7 +117,7 @@ def test_every_pod_is_non_root_read_only_and_pinned(target: str) -> None:
 
 
 def test_hpa_metric_is_the_prometheus_adapter_rule_output_over_triton_counters() -> None:
-    (adapter,) = render("monitoring")
+    adapter = find(render("monitoring"), "ConfigMap", "prometheus-adapter")
     rules = yaml.safe_load(adapter["data"]["config.yaml"])["rules"]
     outputs = {rule["name"]["as"]: rule for rule in rules}
     for target in SERVING:

@@ -12,7 +12,7 @@ from k8s_render import TARGETS, find, render
 
 # The oldest release these manifests are meant for (preStop `sleep` needs 1.30+) and the newest schema bundled.
 K8S_VERSIONS = ("1.33.0", "1.37.0")
-CRD_KINDS = {"GRPCRoute"}
+CRD_KINDS = {"GRPCRoute", "ServiceMonitor", "PrometheusRule"}
 
 EXPECTED_KINDS = {
     "overlays/gpu": {
@@ -41,7 +41,7 @@ EXPECTED_KINDS = {
         "GRPCRoute": 1,
     },
     "jobs": {"PersistentVolumeClaim": 1, "ConfigMap": 1, "Service": 1, "Job": 3},
-    "monitoring": {"ConfigMap": 1},
+    "monitoring": {"ConfigMap": 2, "ServiceMonitor": 1, "PrometheusRule": 1},
 }
 
 

@@ -1,0 +1,48 @@
+# Tooling image: the `tritonforge` CLI with Locust (the loadtest extra), for the load-test Jobs in k8s/jobs.
+#
+# Build from the repository root; the wheel is built from this checkout in the first stage:
+#   docker build -f docker/tools.Dockerfile -t ghcr.io/tritonforge/tritonforge-tools:0.1.0 .
+#   docker build -f docker/tools.Dockerfile --target trt -t ghcr.io/tritonforge/tritonforge-tools:0.1.0-trt .
+# Only the loadtest extra is installed: the convert extra would pull torch (GBs) that load tests never import.
+# The `trt` target (the build-engine Job) starts from NGC's TensorRT image, which brings TensorRT, trtexec
+# and CUDA for `tritonforge gpu build-engine`.
+
+ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
+ARG TENSORRT_IMAGE=nvcr.io/nvidia/tensorrt:24.10-py3
+
+FROM ${PYTHON_IMAGE} AS wheel
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY tritonforge ./tritonforge
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
+FROM ${TENSORRT_IMAGE} AS trt
+ARG VERSION=0.1.0
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HOME=/tmp
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    pip install --no-cache-dir "/wheels/tritonforge-${VERSION}-py3-none-any.whl"
+USER 1000:1000
+WORKDIR /tmp
+ENTRYPOINT ["tritonforge"]
+CMD ["--help"]
+
+FROM ${PYTHON_IMAGE} AS tools
+ARG VERSION=0.1.0
+# HOME=/tmp: the Jobs run with a read-only root filesystem and an emptyDir at /tmp. MPLBACKEND: plots are PNGs.
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    MPLBACKEND=Agg \
+    HOME=/tmp
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    pip install --no-cache-dir "/wheels/tritonforge-${VERSION}-py3-none-any.whl[loadtest]"
+# A fixed uid without a passwd entry is enough for Python; 1000 is the Jobs' runAsUser.
+USER 1000:1000
+WORKDIR /tmp
+# Locust master port (the loadtest-master Service).
+EXPOSE 5557
+ENTRYPOINT ["tritonforge"]
+CMD ["--help"]
