@@ -4,12 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tritonforge-installed
 
-.PHONY: demo test lint install clean bench compare promtool
+.PHONY: demo test lint install clean bench compare promtool checkov
 
 demo: $(STAMP)  ## build digits and MiniLM with gated INT8 variants, serve them, check them, load-test against an SLO
 	$(BIN)/tritonforge demo
 
-test: $(STAMP) promtool  ## the whole suite: unit tests and integration tests against the real embedded tritonserver
+test: $(STAMP) promtool checkov  ## the whole suite: unit tests and integration tests against the real embedded tritonserver
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -35,8 +35,15 @@ promtool:
 		{ $(SUDO) apt-get update >/dev/null && $(APT_INSTALL) >/dev/null; }
 	@promtool --version | head -1
 
+# checkov (policy checks of the rendered manifests) pins a large dependency tree of its own: it lives in its own venv.
+CHECKOV_VENV := .venv-checkov
+checkov: $(CHECKOV_VENV)/bin/checkov
+$(CHECKOV_VENV)/bin/checkov:
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet "checkov==3.3.30"
+
 clean:
-	rm -rf $(VENV) build runs .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) build runs .pytest_cache
 
 bench: $(STAMP)  ## the SRE figures in one run: tuner vs grid, tuned vs default, served vs ORT, generator, open vs closed
 	$(BIN)/python benchmarks/sre_suite.py --out runs/bench
