@@ -7,7 +7,7 @@ The values file names what changes from one model to the next, so nobody edits Y
 
     overlay: gpu                                # gpu | cpu (canary: two model repositories; edit its overlay)
     namespace: inference
-    image_tag: 24.10-py3                        # nvcr.io/nvidia/tritonserver tag
+    image_tag: 0.1.0-storage                    # ghcr.io/tritonforge/tritonforge-serving tag
     model_repository: s3://bucket/digits/model_repository
     replicas: {min: 2, max: 8}
     queue_time_target_us: 2000                  # HPA target: average queue time per request
@@ -32,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tritonforge.errors import ConfigError
 
-TRITON_IMAGE = "nvcr.io/nvidia/tritonserver"
+TRITON_IMAGE = "ghcr.io/tritonforge/tritonforge-serving"
+"""The serving image (docker/serving.Dockerfile: NGC Triton + tokenizers) whose tag the values set."""
 OVERLAYS = ("gpu", "cpu")
 
 
@@ -58,7 +59,7 @@ class DeployValues(BaseModel):
 
     overlay: Literal["gpu", "cpu"] = "gpu"  # the canary overlay serves two repositories: edit k8s/overlays/canary
     namespace: str = Field(default="triton", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    image_tag: str = Field(default="24.10-py3", pattern=r"^[\w][\w.-]{0,127}$")
+    image_tag: str = Field(default="0.1.0-storage", pattern=r"^[\w][\w.-]{0,127}$")
     model_repository: str = Field(min_length=1)
     replicas: Replicas = Replicas(min=2, max=8)
     queue_time_target_us: int = Field(default=2000, ge=1)

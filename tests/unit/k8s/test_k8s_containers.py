@@ -120,7 +120,10 @@ def test_every_ignored_rule_is_justified() -> None:
 def test_serving_image_runs_the_deployment_server_as_its_user_on_its_ports() -> None:
     stages = _stages(DOCKER / "serving.Dockerfile")
     storage, container = stages["storage"], _deployment_container()
-    assert _one(storage, "FROM") == container["image"]
+    assert _one(storage, "FROM").split()[0] == "nvcr.io/nvidia/tritonserver:24.10-py3"
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    built = {s["image"] for s in compose.values() if s.get("build", {}).get("target") == "storage"}
+    assert container["image"] in built  # the Deployment runs the image the storage target builds
     entrypoint, cmd = json.loads(_one(storage, "ENTRYPOINT")), json.loads(_one(storage, "CMD"))
     assert entrypoint[:2] == ["/bin/sh", "-c"] and entrypoint[2].startswith("exec tritonserver ")
     assert '--model-repository="$MODEL_REPOSITORY" "$@"' in entrypoint[2]

@@ -22,14 +22,14 @@ def _objects(text: str) -> dict[str, dict]:
 @pytest.mark.parametrize("overlay", ["gpu", "cpu"])
 def test_every_overlay_renders_with_the_values_applied(overlay: str) -> None:
     values = DeployValues(
-        overlay=overlay, namespace="inference", image_tag="25.01-py3", model_repository="gs://models/digits",
+        overlay=overlay, namespace="inference", image_tag="0.2.0-storage", model_repository="gs://models/digits",
         replicas=Replicas(min=3, max=12), queue_time_target_us=1500,
     )  # fmt: skip
     objects = _objects(render(values, k8s_dir=K8S))
     assert {o["metadata"].get("namespace") for o in objects.values()} == {"inference"}
     deployment = objects["Deployment/triton"]
     (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "tritonserver"]
-    assert container["image"] == "nvcr.io/nvidia/tritonserver:25.01-py3"
+    assert container["image"] == "ghcr.io/tritonforge/tritonforge-serving:0.2.0-storage"
     (config,) = [o for key, o in objects.items() if key.startswith("ConfigMap/triton-config")]
     assert config["data"]["MODEL_REPOSITORY"] == "gs://models/digits"
     hpa = objects["HorizontalPodAutoscaler/triton"]
