@@ -14,7 +14,6 @@ export or gate leaves the repository exactly as it was. config.pbtxt's inputs an
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import pickle
 import re
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from tritonforge.converters.onnx_graph import batched_specs, read_onnx_signature
 from tritonforge.converters.parity import ParityReport, SampleFn, check_parity
-from tritonforge.converters.repository import MANIFEST_NAME, add_version, resolve_version
+from tritonforge.converters.repository import add_version, read_manifest, resolve_version
 from tritonforge.converters.specs import TensorSpec
 from tritonforge.converters.torch2onnx import MIN_OPSET, export_torch_to_onnx
 from tritonforge.converters.triton_config import (
@@ -246,7 +245,7 @@ def export_to_repository(
             version=version,
             overwrite=overwrite,
         )
-    written = json.loads((version_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    written = read_manifest(version_dir)
     return ExportedVersion(
         model_dir=version_dir.parent,
         version=int(version_dir.name),

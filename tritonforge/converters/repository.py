@@ -70,6 +70,22 @@ def version_numbers(model_dir: Path) -> list[int]:
     return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and p.name[0] != "0")
 
 
+def read_manifest(version_dir: Path) -> dict[str, Any]:
+    """Return a version's manifest.json (what tritonforge recorded when it wrote the version).
+
+    Raises:
+        ConfigError: the manifest is missing, unreadable, not JSON, or not a JSON object.
+    """
+    path = version_dir / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} is missing or not JSON; write the version again with tritonforge") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} holds a {type(data).__name__}, not a manifest object; write the version again")
+    return data
+
+
 def sha256_file(path: Path) -> str:
     """Return the hex SHA-256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()

@@ -34,6 +34,7 @@ from tritonforge.converters.repository import (
     MANIFEST_NAME,
     add_version,
     model_filename,
+    read_manifest,
     sha256_file,
     tool_versions,
     version_numbers,
@@ -195,12 +196,11 @@ def check_placement(instance_count: int, gpus: Sequence[int], *, model: str | No
 
 
 def _read_manifest(version_dir: Path) -> dict[str, Any]:
-    path = version_dir / MANIFEST_NAME
     try:
-        manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        return read_manifest(version_dir)
+    except ConfigError as exc:
+        path = version_dir / MANIFEST_NAME
         raise ConfigError(f"{path} is missing or not JSON; rebuild this version with --overwrite") from exc
-    return manifest
 
 
 def _source_onnx(repository: Path, model: str, version: int | None) -> tuple[model_config_pb2.ModelConfig, int, Path]:

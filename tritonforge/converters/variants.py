@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
-import json
 import logging
 import statistics
 import tempfile
@@ -44,9 +43,9 @@ from tritonforge.converters.quality_gate import (
 )
 from tritonforge.converters.quantize import QuantMethod, QuantSettings, preprocess_model, quantize_model
 from tritonforge.converters.repository import (
-    MANIFEST_NAME,
     add_version,
     model_filename,
+    read_manifest,
     sha256_file,
     tool_versions,
     version_numbers,
@@ -241,12 +240,9 @@ class _Source:
 
 
 def _is_quantized(version_dir: Path) -> bool:
-    manifest = version_dir / MANIFEST_NAME
-    if not manifest.is_file():
-        return False
     try:
-        return "quantization" in json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return "quantization" in read_manifest(version_dir)
+    except ConfigError:
         return False
 
 

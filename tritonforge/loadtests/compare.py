@@ -13,7 +13,6 @@ shared machine hits every variant alike.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy.typing as npt
 
-from tritonforge.converters.repository import CONFIG_NAME, MANIFEST_NAME, model_filename, version_numbers
+from tritonforge.converters.repository import CONFIG_NAME, model_filename, read_manifest, version_numbers
 from tritonforge.converters.triton_config import read_config, write_config
 from tritonforge.errors import ConfigError
 from tritonforge.loadtests.closed_loop import LoopFigures, median_figures, request_batches, run_closed_loop
@@ -118,14 +117,11 @@ class CompareReport:
 
 
 def _manifest(version_dir: Path) -> dict[str, Any]:
-    path = version_dir / MANIFEST_NAME
-    if not path.is_file():
-        return {}
+    """The version's manifest, or {} for a version written by other tools (it then counts as FP32)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        return read_manifest(version_dir)
+    except ConfigError:
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _variant_record(manifest: Mapping[str, Any]) -> tuple[str, str, dict[str, Any] | None] | None:

@@ -185,3 +185,16 @@ def test_add_version_publishes_files_a_server_running_as_another_user_can_read(
     assert version_dir.stat().st_mode & 0o777 == 0o755
     for path in (version_dir / "model.onnx", version_dir / "manifest.json", version_dir.parent / "config.pbtxt"):
         assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+def test_read_manifest_returns_what_add_version_wrote_and_names_a_broken_one(
+    repository: Path, config: model_config_pb2.ModelConfig, model_file: Path
+) -> None:
+    version_dir = add_version(repository=repository, config=config, model_file=model_file, manifest={"source": "x"})
+    assert repository_module.read_manifest(version_dir)["source"] == "x"
+    (version_dir / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="not a manifest object"):
+        repository_module.read_manifest(version_dir)
+    (version_dir / "manifest.json").unlink()
+    with pytest.raises(ConfigError, match="missing or not JSON"):
+        repository_module.read_manifest(version_dir)
