@@ -145,6 +145,7 @@ def _variant_line(outcome: VariantOutcome) -> str:
 
 def _embed_check(client: TritonClient, echo: Callable[[str], None]) -> dict[str, float]:
     """Embed real sentences through both ensembles; compare with sentence-transformers and with each other."""
+    from tritonforge.converters.quality_gate import row_cosines
     from tritonforge.examples.minilm import MODEL_NAME as TEXT_MODEL
     from tritonforge.examples.minilm import evaluation_sentences, reference_embeddings
 
@@ -152,17 +153,12 @@ def _embed_check(client: TritonClient, echo: Callable[[str], None]) -> dict[str,
     served = client.embed(sentences, model=TEXT_MODEL)
     served_int8 = client.embed(sentences, model=MINILM_INT8)
     reference = reference_embeddings(sentences)
-    fp32_cos = _row_cosines(served, reference)
-    int8_cos = _row_cosines(served_int8, served)
+    fp32_cos = row_cosines(served, reference)
+    int8_cos = row_cosines(served_int8, served)
     echo(f"    '{sentences[0]}' -> {served.shape[1]} floats, first " + " ".join(f"{v:.4f}" for v in served[0, :4]))
     echo(f"    {TEXT_MODEL} vs sentence-transformers: cos min {fp32_cos.min():.6f} over {len(sentences)} sentences")
     echo(f"    {MINILM_INT8} vs {TEXT_MODEL}: cos mean {int8_cos.mean():.4f}, min {int8_cos.min():.4f}")
     return {"fp32_min": float(fp32_cos.min()), "int8_mean": float(int8_cos.mean()), "int8_min": float(int8_cos.min())}
-
-
-def _row_cosines(a: NDArray[np.float32], b: NDArray[np.float32]) -> NDArray[np.float64]:
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    return np.asarray((a64 * b64).sum(axis=1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1)))
 
 
 def _classify(

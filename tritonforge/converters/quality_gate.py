@@ -188,7 +188,8 @@ def run_model(onnx_path: Path, eval_set: EvalSet, output: str | None = None) -> 
     return np.concatenate(parts, axis=0)
 
 
-def _cosines(reference: npt.NDArray[Any], candidate: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+def row_cosines(reference: npt.NDArray[Any], candidate: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+    """Cosine similarity of each row pair (rows flattened); two zero rows count as 1.0, one zero row as 0.0."""
     ref = reference.reshape(len(reference), -1).astype(np.float64)
     cand = candidate.reshape(len(candidate), -1).astype(np.float64)
     dots = np.einsum("ij,ij->i", ref, cand)
@@ -236,7 +237,7 @@ def evaluate_gate(
     if spec.metric is GateMetric.ACCURACY and labels is None:
         raise ConfigError("the accuracy gate needs labels; add a 'labels' array to the evaluation set's .npz")
     finite = bool(np.isfinite(candidate).all())
-    cosines = _cosines(reference, candidate)
+    cosines = row_cosines(reference, candidate)
     cosine_mean = float(cosines.mean()) if finite else math.nan
     cosine_min = float(cosines.min()) if finite else math.nan
     max_abs = float(np.abs(reference.astype(np.float64) - candidate).max()) if finite else math.inf
