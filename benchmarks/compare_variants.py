@@ -14,9 +14,6 @@ import datetime as dt
 import os
 import platform
 from pathlib import Path
-from typing import Any
-
-import numpy.typing as npt
 
 from tritonforge.loadtests.compare import compare_variants, format_compare
 
@@ -36,14 +33,6 @@ def _ensure_models(repository: Path) -> None:
         quantize_minilm(repository)
 
 
-def text_samples(rows: int = 64) -> dict[str, npt.NDArray[Any]]:
-    """Token ids of `rows` evaluation sentences of the median length (one batch of the length-sorted set)."""
-    from tritonforge.examples.minilm import evaluation_sentences, sentence_eval_set
-
-    batches = sentence_eval_set(evaluation_sentences(500, seed=0), batch_size=rows).batches
-    return dict(batches[len(batches) // 2])
-
-
 def main() -> None:
     """Compare both examples' variants and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -60,7 +49,9 @@ def main() -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or platform.platform()}"
     print(f"{dt.date.today().isoformat()}, {machine}; embedded Triton 2.51 (CPU, ONNX Runtime through the")
     print(f"python backend); {args.concurrency} client threads on the same machine; medians of {args.rounds} rounds")
-    text = text_samples()
+    from tritonforge.examples.minilm import median_length_rows
+
+    text = median_length_rows()
     for model, samples in (("digits", {"image": load_split().x_test}), ("minilm_encoder", text)):
         report = compare_variants(
             repository=args.repository, model=model, samples=samples, batch_sizes=(1, args.large_batch),

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy.typing as npt
 
+from tritonforge.examples.minilm import median_length_rows
 from tritonforge.loadtests.closed_loop import request_batches, run_closed_loop
 from tritonforge.loadtests.tuner import TuneReport, tune_model
 from tritonforge.loadtests.tuner_search import SearchSpace
@@ -46,14 +47,6 @@ def _digits_samples() -> dict[str, npt.NDArray[Any]]:
     from tritonforge.examples.digits import INPUT_NAME, load_split
 
     return {INPUT_NAME: load_split().x_test}
-
-
-def _text_samples(rows: int = 64) -> dict[str, npt.NDArray[Any]]:
-    """Token ids of `rows` evaluation sentences of the median length, so requests of one sentence batch together."""
-    from tritonforge.examples.minilm import evaluation_sentences, sentence_eval_set
-
-    batches = sentence_eval_set(evaluation_sentences(500, seed=0), batch_size=rows).batches
-    return dict(batches[len(batches) // 2])
 
 
 def _tune(repository: Path, model: str, out: Path, **kwargs: Any) -> TuneReport:
@@ -203,14 +196,15 @@ def main() -> None:
             "tuner_measurements": tuned.search.measurements, "grid_measurements": grid.search.measurements,
             "default_items_per_s": default.items_per_s, "default_p99_ms": default.p99_ms, "tuned_p99_ms": best.p99_ms,
         }  # fmt: skip
+        text = median_length_rows()
         print("2/5 MiniLM encoder tuning (queue delay; max_batch_size stays 64, what the minilm ensemble needs)")
         _tune(repository, ENCODER_NAME, args.out / "tune_minilm", space=TEXT_SPACE, seconds=args.seconds,
-              samples=_text_samples())  # fmt: skip
+              samples=text)  # fmt: skip
         print("3/5 served at the tuned configs vs in-process ONNX Runtime")
         figures["served_vs_ort"] = {
             "digits": served_vs_onnxruntime(repository, "digits", _digits_samples(), seconds=args.seconds,
                                             rounds=args.rounds),
-            "minilm_encoder": served_vs_onnxruntime(repository, ENCODER_NAME, _text_samples(), seconds=args.seconds,
+            "minilm_encoder": served_vs_onnxruntime(repository, ENCODER_NAME, text, seconds=args.seconds,
                                                     rounds=args.rounds),
         }  # fmt: skip
         with EmbeddedTriton(repository=repository) as server:

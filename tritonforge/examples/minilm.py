@@ -255,6 +255,16 @@ def sentence_eval_set(sentences: Sequence[str], *, batch_size: int = 32, tokeniz
     return EvalSet(batches=tuple(dict(batch) for batch in batches))
 
 
+def median_length_rows(rows: int = 64) -> dict[str, npt.NDArray[np.int64]]:
+    """Token ids of `rows` evaluation sentences of the median length, all padded alike, for speed measurements.
+
+    One batch from the middle of the length-sorted evaluation set: every request cut from it has the same, typical
+    length, so Triton's dynamic batcher can merge them and variants are timed on the same work.
+    """
+    batches = sentence_eval_set(evaluation_sentences(500, seed=0), batch_size=rows).batches
+    return dict(batches[len(batches) // 2])
+
+
 def _parity_sample(batch_size: int) -> dict[str, npt.NDArray[Any]]:
     """Real encoder inputs for the parity gate: real sentences, so a batch holds padding and unseen lengths.
 
