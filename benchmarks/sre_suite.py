@@ -58,14 +58,11 @@ def _tune(repository: Path, model: str, out: Path, **kwargs: Any) -> TuneReport:
 
 
 def _server_batch(url: str, model: str) -> float:
-    import tritonclient.grpc as grpcclient
+    """The average batch the server has executed for `model` so far (inference count over execution count)."""
+    from tritonforge.loadtests.server_stats import take_snapshot
 
-    client = grpcclient.InferenceServerClient(url)
-    try:
-        stats = client.get_inference_statistics(model).model_stats[0]
-    finally:
-        client.close()
-    return float(stats.inference_count / max(stats.execution_count, 1))
+    counters = take_snapshot(url).models[model]
+    return counters.inferences / max(counters.executions, 1)
 
 
 def _ort_items_per_s(onnx_path: Path, samples: dict[str, npt.NDArray[Any]], batch: int, seconds: float) -> float:
@@ -93,12 +90,11 @@ def served_vs_onnxruntime(
     with EmbeddedTriton(repository=repository) as server:
         run_closed_loop(url=server.grpc_url, model=model, requests=requests, concurrency=16, seconds=0.5)
         for _ in range(rounds):
-            before = _server_batch(server.grpc_url, model)
             figures = run_closed_loop(
                 url=server.grpc_url, model=model, requests=requests, concurrency=16, seconds=seconds
             )
             served.append(figures.items_per_s)
-            batches.append(_server_batch(server.grpc_url, model) or before)
+            batches.append(_server_batch(server.grpc_url, model))
             ort_rates.append(_ort_items_per_s(onnx_path, samples, max(1, round(batches[-1])), seconds))
     return {
         "served_items_per_s": statistics.median(served),
