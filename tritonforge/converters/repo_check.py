@@ -161,7 +161,7 @@ def _check_version(model_dir: Path, version: int, config: model_config_pb2.Model
     filename = model_filename(config)
     if filename is None:
         return []
-    if config.cc_model_filenames and not config.default_model_filename:
+    if config.cc_model_filenames:  # the build step sets default_model_filename too; every listed engine must exist
         return _check_engine_files(model_dir, version, config)
     model_file = model_dir / str(version) / filename
     if not model_file.exists():

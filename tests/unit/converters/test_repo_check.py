@@ -270,3 +270,10 @@ def test_check_repository_reports_an_ensemble_step_calling_a_missing_model(tmp_p
     assert messages == [
         f"{model_dir / 'config.pbtxt'}: ensemble step calls model 'tokenizer', which is not in this repository"
     ]
+
+
+def test_engines_are_checked_even_when_the_build_also_set_a_default_file(tmp_path: Path) -> None:
+    model_dir = _plan_model(tmp_path, {"8.0": "model.sm80.plan", "9.0": "model.sm90.plan"}, ["model.sm90.plan"])
+    _edit_config(model_dir, lambda config: setattr(config, "default_model_filename", "model.sm90.plan"))
+    messages = _messages(tmp_path)
+    assert len(messages) == 1 and "compute capability 8.0" in messages[0]
