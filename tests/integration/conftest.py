@@ -14,10 +14,18 @@ from tritonforge.examples import minilm
 from tritonforge.examples.digits import DigitsBuild, build_digits, load_split
 from tritonforge.serving.launcher import EmbeddedTriton
 
+_HERE = Path(__file__).resolve().parent
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests of this folder `integration`, and only them.
+
+    pytest calls this hook with every collected item of the session (unit and gpu tests too), not only this
+    folder's, so the mark goes by path: `-m integration` and `-m "not integration"` then split the suite.
+    """
     for item in items:
-        item.add_marker(pytest.mark.integration)
+        if _HERE in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.integration)
 
 
 @dataclass(frozen=True)
