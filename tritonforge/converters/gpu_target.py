@@ -24,19 +24,16 @@ passed the accuracy gate. Forcing FP16 on an FP32 graph lets TensorRT lower prec
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tritonforge._atomic import staging_dir
+from tritonforge._atomic import published_dir, staging_dir
 from tritonforge.converters.repository import CONFIG_NAME, model_filename, version_numbers
 from tritonforge.converters.tensorrt_profiles import SequenceRange, derive_profile
 from tritonforge.converters.tensorrt_repository import PLAN_PLATFORM, check_placement, link_or_copy
@@ -360,7 +357,6 @@ def write_gpu_repository(
     selected = _select(configs, models)
     output.parent.mkdir(parents=True, exist_ok=True)
     stage = staging_dir(output.parent, f".{output.name}.staging-")
-    backup: Path | None = None
     try:
         accelerated: dict[str, str] = {}
         for name in selected:
@@ -370,22 +366,10 @@ def write_gpu_repository(
             if precision is not None:
                 accelerated[name] = precision.value
         kept = _carry_engines(output, stage, set(configs))
-        if output.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{output.name}.replaced-", dir=output.parent))
-            backup.rmdir()
-            os.replace(output, backup)
-        try:
-            os.replace(stage, output)
-        except BaseException:
-            if backup is not None:
-                os.replace(backup, output)
-                backup = None
-            raise
+        with published_dir(stage, output):  # an earlier GPU repository is at `stage` afterwards, removed below
+            pass
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-        if backup is not None:
-            with contextlib.suppress(OSError):
-                shutil.rmtree(backup)
     copied = tuple(name for name in selected if name not in accelerated)
     _LOGGER.info(
         "wrote GPU repository %s: %d on TensorRT, %d copied, %d kept", output, len(accelerated), len(copied), len(kept)

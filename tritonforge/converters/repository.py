@@ -7,9 +7,10 @@
                 extra_files={"tokenizer.json": Path("build/tokenizer.json")})   # files the model reads at load time
     add_version(repository=repo, config=ensemble_config, model_file=None, manifest={})  # 1/manifest.json only
 
-A new version is staged in a hidden folder inside the model's folder (Triton ignores names that are not integers)
-and renamed into place; config.pbtxt is replaced atomically after that. On any failure the staged files are removed
-and a replaced version is restored, so the repository is left exactly as it was. Extra files (a tokenizer, a vocabulary)
+A new version is staged in a hidden folder inside the model's folder (Triton ignores names that are not integers),
+fsynced, and renamed into place in one step (a version that is replaced is exchanged with the staged one, never moved
+aside first); config.pbtxt is replaced atomically after that. On any failure the staged files are removed and a
+replaced version is put back, so the repository is left exactly as it was. Extra files (a tokenizer, a vocabulary)
 travel with the model file the same way, and the manifest records the sha256 of each. An ensemble has no model file,
 but Triton still needs its version folder: it gets one holding only the manifest.
 """
@@ -22,15 +23,13 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import tritonforge
-from tritonforge._atomic import atomic_output, atomic_write_text, staging_dir
+from tritonforge._atomic import atomic_output, atomic_write_text, published_dir, staging_dir
 from tritonforge.converters.triton_config import config_to_text, validate_model_name
 from tritonforge.errors import ConfigError
 
@@ -207,27 +206,18 @@ def _stage(
 
 
 def _swap_in(stage: Path, target: Path, config_path: Path, config_text: str, *, overwrite: bool) -> None:
-    """Rename `stage` to `target` (moving an existing target aside), then replace config.pbtxt; undo on failure."""
-    backup = None
-    if target.exists():
-        if not overwrite:  # another writer took this version number since it was chosen
-            raise ConfigError(f"{target} appeared while writing it; run the export again to take the next version")
-        backup = Path(tempfile.mkdtemp(prefix=f".replaced-{target.name}-", dir=target.parent))
-        backup.rmdir()
-        os.replace(target, backup)
+    """Publish `stage` as `target` in one rename, then replace config.pbtxt; undo the rename if that fails.
+
+    Replacing a version exchanges the two folders atomically: the old version is at `stage` afterwards (the caller
+    removes it), and at no moment does it live only under a hidden name.
+    """
     try:
-        os.replace(stage, target)
-        try:
+        with published_dir(stage, target, replace=overwrite):
             atomic_write_text(config_path, config_text)
-        except BaseException:
-            os.replace(target, stage)  # put it back where the caller's cleanup removes it
-            raise
-    except BaseException:
-        if backup is not None:
-            os.replace(backup, target)
-        raise
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
+    except FileExistsError:  # another writer took this version number since it was chosen
+        raise ConfigError(
+            f"{target} appeared while writing it; run the export again to take the next version"
+        ) from None
 
 
 def add_version(

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tritonforge._atomic import atomic_output, atomic_write_text, staging_dir
+from tritonforge._atomic import atomic_output, atomic_write_text, published_dir, staging_dir
 from tritonforge.converters.gpu_info import GpuInfo, check_compute_capability, query_gpu
 from tritonforge.converters.repository import (
     CONFIG_NAME,
@@ -336,7 +336,6 @@ def _add_engine_to_version(
     """
     target = model_dir / str(version)
     stage = staging_dir(model_dir, f".staging-{version}-")
-    backup: Path | None = None
     try:
         for item in target.iterdir():
             if item.name in {engine_file.name, MANIFEST_NAME} or item.name.startswith("."):
@@ -348,24 +347,10 @@ def _add_engine_to_version(
         with atomic_output(stage / engine_file.name) as tmp:
             shutil.copyfile(engine_file, tmp)
         atomic_write_text(stage / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        backup = Path(tempfile.mkdtemp(prefix=f".replaced-{version}-", dir=model_dir))
-        backup.rmdir()
-        os.replace(target, backup)
-        try:
-            os.replace(stage, target)
-            try:
-                write_config(config, model_dir / CONFIG_NAME)
-            except BaseException:
-                os.replace(target, stage)
-                raise
-        except BaseException:
-            os.replace(backup, target)
-            backup = None
-            raise
+        with published_dir(stage, target):  # the old version is at `stage` afterwards, removed below
+            write_config(config, model_dir / CONFIG_NAME)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
 
 
 def build_engine_to_repository(

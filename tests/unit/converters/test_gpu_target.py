@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from onnx import TensorProto, helper
 from tritonclient.grpc import model_config_pb2
 from typer.testing import CliRunner
 
+from tritonforge import _atomic as atomic_module
 from tritonforge.cli.gpu import build_engine, repository
 from tritonforge.converters import gpu_target
 from tritonforge.converters.gpu_target import (
@@ -328,14 +328,14 @@ def test_a_failure_while_swapping_in_puts_the_previous_repository_back(
     output = tmp_path / "gpu"
     write_gpu_repository(source, output, models=["digits"])
     before = snapshot(output)
-    real_replace = os.replace
+    real_rename = atomic_module._rename_dir
 
-    def replace_failing_on_staging(src: Any, dst: Any) -> None:
-        if ".staging-" in str(src):
+    def rename_failing_on_staging(source: Path, target: Path, *, exchange: bool) -> bool:
+        if ".staging-" in str(source):
             raise OSError("rename failed")
-        real_replace(src, dst)
+        return real_rename(source, target, exchange=exchange)
 
-    monkeypatch.setattr("os.replace", replace_failing_on_staging)
+    monkeypatch.setattr(atomic_module, "_rename_dir", rename_failing_on_staging)
     with pytest.raises(OSError, match="rename failed"):
         write_gpu_repository(source, output)
 

@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import pytest
 from converter_models import snapshot
 from tritonclient.grpc import model_config_pb2
 
+from tritonforge import _atomic as atomic_module
 from tritonforge.converters import repository as repository_module
 from tritonforge.converters.repository import add_version, model_filename, version_numbers
 from tritonforge.converters.specs import TensorSpec
@@ -101,14 +101,14 @@ def test_add_version_leaves_repository_unchanged_when_the_version_rename_fails(
 ) -> None:
     add_version(repository=repository, config=config, model_file=model_file, manifest={})
     before = snapshot(repository)
-    real_replace = os.replace
+    real_rename = atomic_module._rename_dir
 
-    def crash_on_version_rename(src: os.PathLike, dst: os.PathLike) -> None:
-        if Path(src).name.startswith(".staging-"):
+    def crash_on_version_rename(source: Path, target: Path, *, exchange: bool) -> bool:
+        if source.name.startswith(".staging-"):
             raise OSError("disk full")
-        real_replace(src, dst)
+        return real_rename(source, target, exchange=exchange)
 
-    monkeypatch.setattr(repository_module.os, "replace", crash_on_version_rename)
+    monkeypatch.setattr(atomic_module, "_rename_dir", crash_on_version_rename)
     with pytest.raises(OSError, match="disk full"):
         add_version(repository=repository, config=config, model_file=model_file, manifest={})
 
