@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tritonforge-installed
 
-.PHONY: demo test lint install clean bench compare promtool checkov
+.PHONY: demo test lint install clean bench compare faults soak promtool checkov
 
 demo: $(STAMP)  ## build digits and MiniLM with gated INT8 variants, serve them, check them, load-test against an SLO
 	$(BIN)/tritonforge demo
@@ -50,3 +50,9 @@ bench: $(STAMP)  ## the SRE figures in one run: tuner vs grid, tuned vs default,
 
 compare: $(STAMP)  ## FP32 and INT8 variants of both examples side by side on the embedded Triton (README tables)
 	$(BIN)/python benchmarks/compare_variants.py --repository model_repository
+
+faults: $(STAMP)  ## SIGTERM and kill -9 under load, overload with short deadlines: what callers see, recovery times
+	$(BIN)/python benchmarks/faults.py --out runs/faults
+
+soak: $(STAMP)  ## 10 minutes at 80% of the measured knee: errors, RSS growth of server and stubs, p99 first vs last minute
+	$(BIN)/python benchmarks/soak.py --out runs/soak
