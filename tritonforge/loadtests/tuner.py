@@ -216,14 +216,19 @@ class _ModelControl:
     def __init__(self, url: str, model: str) -> None:
         from tritonclient.grpc import InferenceServerClient
 
+        from tritonforge.serving.model_control import grpc_headers_for
+
         self.url, self.model = url, model
         self.client: InferenceServerClient = InferenceServerClient(url)
+        # Model control is restricted to callers holding the server's key: the one this process started it with,
+        # else $TRITONFORGE_MODEL_CONTROL_KEY (a server started elsewhere, e.g. `tritonforge serve`).
+        self.headers = grpc_headers_for(url)
 
     def served_config(self) -> dict[str, Any]:
         from tritonclient.utils import InferenceServerException
 
         try:
-            response = self.client.get_model_config(self.model, as_json=True)
+            response = self.client.get_model_config(self.model, as_json=True, headers=self.headers)
         except InferenceServerException as exc:
             raise ServerError(
                 f"cannot read the config of '{self.model}' from {self.url}: {exc.message()}; "
@@ -235,9 +240,14 @@ class _ModelControl:
         from tritonclient.utils import InferenceServerException
 
         try:
-            self.client.load_model(self.model, config=json.dumps(config))
+            self.client.load_model(self.model, config=json.dumps(config), headers=self.headers)
         except InferenceServerException as exc:
-            raise ServerError(f"the server rejected config {label} of '{self.model}': {exc.message()}") from None
+            fix = (
+                "; set TRITONFORGE_MODEL_CONTROL_KEY to the server's model-control key"
+                if "restricted" in str(exc.message())
+                else ""
+            )
+            raise ServerError(f"the server rejected config {label} of '{self.model}': {exc.message()}{fix}") from None
         deadline = time.monotonic() + timeout_s
         while not self.client.is_model_ready(self.model):
             if time.monotonic() > deadline:
