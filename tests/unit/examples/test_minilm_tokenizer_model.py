@@ -37,8 +37,12 @@ class FakeResponse:
 
 
 class FakeError:
-    def __init__(self, message: str) -> None:
+    INTERNAL = 13
+    INVALID_ARG = 3
+
+    def __init__(self, message: str, code: int = INTERNAL) -> None:
         self.message = message
+        self.code = code
 
 
 def _fake_pb_utils() -> types.ModuleType:
@@ -46,7 +50,9 @@ def _fake_pb_utils() -> types.ModuleType:
     module.Tensor = FakeTensor  # type: ignore[attr-defined]
     module.InferenceResponse = FakeResponse  # type: ignore[attr-defined]
     module.TritonError = FakeError  # type: ignore[attr-defined]
-    module.get_input_tensor_by_name = lambda request, name: FakeTensor(name, request[name])  # type: ignore[attr-defined]
+    module.get_input_tensor_by_name = (  # type: ignore[attr-defined]
+        lambda request, name: FakeTensor(name, request[name]) if name in request else None
+    )
     return module
 
 
@@ -143,3 +149,61 @@ def test_initialize_refuses_an_unknown_padding_parameter(load_model, tmp_path: P
         type(model)().initialize(
             {"model_config": json.dumps(config), "model_repository": str(version_dir.parent), "model_version": "1"}
         )
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        ({"TEXT": np.empty((0, 1), dtype=object)}, "TEXT has a batch of 0; send at least one text"),
+        ({"TEXT": np.array([[b"a", b"b"]], dtype=object)}, "TEXT has shape [1, 2]; send BYTES [n, 1]"),
+        ({"TEXT": np.array([b"a"], dtype=object)}, "TEXT has shape [1]; send BYTES [n, 1]"),
+        ({}, "the request has no TEXT input"),
+    ],
+)
+@pytest.mark.parametrize("padding", ["request", "batch"])
+def test_a_request_of_the_wrong_shape_gets_its_own_error(
+    load_model, padding: str, request_: dict[str, np.ndarray], message: str
+) -> None:
+    model = load_model(padding)
+
+    good, bad, other = model.execute([_request("Fine text."), request_, _request("Also fine.")])
+
+    assert message in bad.error.message and bad.error.code == FakeError.INVALID_ARG and bad.output_tensors == []
+    np.testing.assert_array_equal(good.outputs()["input_ids"], minilm.tokenize(["Fine text."])["input_ids"])
+    assert other.error is None
+
+
+@pytest.mark.parametrize("padding", ["request", "batch"])
+def test_every_error_response_gets_its_own_error_object(load_model, padding: str) -> None:
+    """The python backend's stub frees a TritonError's shared memory when the same object is sent twice."""
+    model = load_model(padding)
+    bad = [_request(b"\xff"), {"TEXT": np.empty((0, 1), dtype=object)}, _request(b"\xfe"), {}]
+
+    responses = model.execute(bad)
+
+    errors = [r.error for r in responses]
+    assert all(error is not None for error in errors)
+    assert len({id(error) for error in errors}) == len(errors)
+
+
+def test_batch_padding_falls_back_to_each_request_alone_when_the_merged_encode_fails(
+    load_model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = load_model("batch")
+    namespace = type(model).execute.__globals__
+    real_encode = namespace["encode"]
+
+    def encode(tokenizer: Any, texts: list[str]) -> Any:
+        if "poison" in texts:
+            raise RuntimeError("tokenizer broke")
+        return real_encode(tokenizer, texts)
+
+    monkeypatch.setitem(namespace, "encode", encode)
+
+    first, bad, last = model.execute([_request("Hi."), _request("poison"), _request("A longer sentence here.")])
+
+    assert "RuntimeError: tokenizer broke" in bad.error.message and bad.error.code == FakeError.INTERNAL
+    np.testing.assert_array_equal(first.outputs()["input_ids"], minilm.tokenize(["Hi."])["input_ids"])
+    np.testing.assert_array_equal(
+        last.outputs()["input_ids"], minilm.tokenize(["A longer sentence here."])["input_ids"]
+    )

@@ -18,6 +18,14 @@ at 4-8 concurrent clients, but the extra padding ate the gain; no consistent lat
 
 This file runs inside the python backend's stub, with only numpy and `tokenizers` besides Triton's own utilities:
 tritonforge need not be installed on a production server.
+
+A bad request fails alone: each request's TEXT is checked ([n, 1] with n >= 1, UTF-8) and encoded apart from the
+others' failures, and every error response gets its own TritonError (the stub frees a TritonError's shared-memory copy
+when the same object is sent again, which aborted the whole server). A corrupt BYTES length prefix never reaches this
+file: the python backend's C++ side rejects it while copying the batch into shared memory and fails every request of
+that batch with its error (python backend 24.10, python_be.cc SaveRequestsToSharedMemory), leaking the response
+factories of the requests before it, so the model never unloads; only a tokenizer without dynamic batching keeps that
+failure to the one request (tests/integration/test_fuzz_served.py).
 """
 
 import json
@@ -69,6 +77,21 @@ def encode(tokenizer: Tokenizer, texts: list[str]) -> tuple[npt.NDArray[np.int64
     return input_ids, attention_mask
 
 
+def check_texts(array: npt.NDArray[Any] | None) -> npt.NDArray[Any]:
+    """Return the TEXT tensor if it has the shape the config promises ([n, 1], n >= 1), else raise.
+
+    Triton keeps the batch dimension as a uint32, so a batch of 2**32 (or -2**63) reaches the model as a batch of 0;
+    it does refuse batches over max_batch_size itself.
+    """
+    if array is None:
+        raise ValueError("the request has no TEXT input; send TEXT as BYTES [n, 1]")
+    if array.ndim != 2 or array.shape[1] != 1:
+        raise ValueError(f"TEXT has shape {list(array.shape)}; send BYTES [n, 1]")
+    if array.shape[0] < 1:
+        raise ValueError(f"TEXT has a batch of {array.shape[0]}; send at least one text")
+    return array
+
+
 class TritonPythonModel:
     """Tokenizer model: one `encode_batch` per request (padding "request") or per execute call (padding "batch")."""
 
@@ -94,20 +117,22 @@ class TritonPythonModel:
         errors: list[str | None] = []
         for request in requests:
             try:
-                texts.append(decode_texts(pb_utils.get_input_tensor_by_name(request, self._input_name).as_numpy()))
+                tensor = pb_utils.get_input_tensor_by_name(request, self._input_name)
+                array = check_texts(None if tensor is None else tensor.as_numpy())
+                texts.append(decode_texts(array))
                 errors.append(None)
             except Exception as exc:  # a bad request must never take the model or its neighbours down
                 texts.append([])
                 errors.append(f"tokenizer: {type(exc).__name__}: {exc}")
-        try:
-            encoded = self._encode(texts, errors)
-        except Exception as exc:
-            error = pb_utils.TritonError(f"tokenizer: {type(exc).__name__}: {exc}")
-            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
+        encoded = self._encode(texts, errors)
         responses = []
         for error, arrays in zip(errors, encoded, strict=True):
-            if error is not None:
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(error)))
+            # A TritonError of its own for each response: never share one (see the module doc).
+            if error is not None:  # the request itself is wrong
+                invalid = pb_utils.TritonError(error, pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=invalid))
+            elif isinstance(arrays, str):  # the tokenizer failed on it
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(arrays)))
             else:
                 pairs = zip(OUTPUT_NAMES, arrays, strict=True)
                 tensors = [pb_utils.Tensor(name, np.ascontiguousarray(array)) for name, array in pairs]
@@ -115,17 +140,30 @@ class TritonPythonModel:
         return responses
 
     def _encode(self, texts: list[list[str]], errors: list[str | None]) -> list[Any]:
-        if self._padding == "request" or len(texts) == 1:
-            return [
-                None if error else encode(self._tokenizer, group) for group, error in zip(texts, errors, strict=True)
-            ]
-        good = [group for group, error in zip(texts, errors, strict=True) if error is None]
-        if not good:
-            return [None] * len(texts)
-        input_ids, attention_mask = encode(self._tokenizer, [text for group in good for text in group])
+        """Per request: (input_ids, attention_mask), None where the request already failed, or an error message."""
+        if self._padding == "batch":
+            merged = self._encode_merged([group for group, error in zip(texts, errors, strict=True) if error is None])
+            if merged is not None:
+                parts = iter(merged)
+                return [None if error else next(parts) for error in errors]
+        return [None if error else self._encode_one(group) for group, error in zip(texts, errors, strict=True)]
+
+    def _encode_merged(self, good: list[list[str]]) -> list[Any] | None:
+        """Pad every good request to the longest text among them all; None when a request must be encoded alone."""
+        if len(good) < 2:
+            return None
+        try:
+            input_ids, attention_mask = encode(self._tokenizer, [text for group in good for text in group])
+        except Exception:  # some request is bad: encoding each on its own finds which
+            return None
         bounds = np.cumsum([len(group) for group in good])[:-1]
-        parts = iter(zip(np.split(input_ids, bounds), np.split(attention_mask, bounds), strict=True))
-        return [None if error else next(parts) for error in errors]
+        return list(zip(np.split(input_ids, bounds), np.split(attention_mask, bounds), strict=True))
+
+    def _encode_one(self, texts: list[str]) -> Any:
+        try:
+            return encode(self._tokenizer, texts)
+        except Exception as exc:  # this request alone: its neighbours still get their tokens
+            return f"tokenizer: {type(exc).__name__}: {exc}"
 
     def finalize(self) -> None:
         """Release the tokenizer."""
