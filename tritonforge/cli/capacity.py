@@ -5,6 +5,8 @@
 
 SREs size a deployment by the highest rate one replica serves within its SLO. The command writes capacity.json,
 capacity.png and each step's load-test reports to --out, and exits 1 when even the first rate misses the SLO.
+Each step is measured after an untimed warm-up (--warmup-s, default max(1 s, 20 % of --step-s)); an --out that
+holds an earlier search is refused unless --overwrite is given.
 """
 
 from __future__ import annotations
@@ -35,7 +37,13 @@ def capacity(
     start_rps: Annotated[float, typer.Option("--start-rps", help="First arrival rate, requests/s.")] = 100.0,
     factor: Annotated[float, typer.Option("--factor", help="Rate growth from one step to the next.")] = 1.5,
     max_rps: Annotated[float, typer.Option("--max-rps", help="Highest rate to try, requests/s.")] = 20000.0,
-    step_s: Annotated[int, typer.Option("--step-s", help="Duration of each step in seconds.")] = 5,
+    step_s: Annotated[
+        int, typer.Option("--step-s", help="Measured duration of each step in seconds (after its warm-up).")
+    ] = 5,
+    warmup_s: Annotated[
+        int | None,
+        typer.Option("--warmup-s", help="Untimed warm-up before each step (default: max(1 s, 20% of --step-s))."),
+    ] = None,
     refine: Annotated[
         int, typer.Option("--refine", help="Bisection steps between the last passing and first failing rate.")
     ] = 2,
@@ -54,6 +62,9 @@ def capacity(
         str | None, typer.Option("--metrics-url", help="Triton's Prometheus URL, read as a cross-check (optional).")
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/capacity"),
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier search's results in --out (otherwise refused).")
+    ] = False,
     ready_timeout_s: Annotated[
         float, typer.Option("--ready-timeout-s", help="Seconds to wait for the model to be ready before the run.")
     ] = 30.0,
@@ -81,6 +92,8 @@ def capacity(
             min_achieved_ratio=min_achieved,
             arrival=_arrival(arrival),
             users=users,
+            warmup_s=warmup_s,
+            overwrite=overwrite,
             on_step=_progress,
         )
     typer.echo(format_capacity(report))

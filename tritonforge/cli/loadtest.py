@@ -6,6 +6,7 @@
     tritonforge loadtest ... --expect-workers 2          # master; on each other machine:
     tritonforge loadtest --url TRITON:8001 --model digits --master-host MASTER_IP           # a worker
 
+An --out folder that already holds a run is refused unless --overwrite is given (nothing is deleted silently).
 The run leaves Locust's CSV (with its full history) and HTML, its log, the request sent, a history PNG and
 summary.json in --out, and prints the SLO table, the late-request line (open loop), the generator verdict and
 the server breakdown (Triton's queue and compute time per request, average batch, client-minus-server).
@@ -57,12 +58,24 @@ def loadtest(
     spawn_rate: Annotated[
         float | None, typer.Option("--spawn-rate", help="Users started per second (default: all at once).")
     ] = None,
-    run_time_s: Annotated[int, typer.Option("--run-time-s", help="Duration of the load in seconds.")] = 10,
+    run_time_s: Annotated[
+        int, typer.Option("--run-time-s", help="Duration of the measured load in seconds (after any --warmup-s).")
+    ] = 10,
+    warmup_s: Annotated[
+        int,
+        typer.Option(
+            "--warmup-s",
+            help="Open loop: untimed warm-up before the measured part (users start over it, then stats reset).",
+        ),
+    ] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Items per generated request.")] = 1,
     slo: Annotated[Path | None, typer.Option("--slo", help="SLO YAML file (objectives per model).")] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Output folder (default: loadtest_results/<model>).")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier run's results in --out (otherwise refused).")
+    ] = False,
     sample: Annotated[
         Path | None, typer.Option("--sample", help="Request to send as it is (.npy, or .npz keyed by input name).")
     ] = None,
@@ -117,6 +130,8 @@ def loadtest(
             users=users,
             spawn_rate=spawn_rate,
             run_time_s=run_time_s,
+            warmup_s=warmup_s,
+            overwrite=overwrite,
             batch_size=batch_size,
             slo=spec,
             sample_path=sample,

@@ -12,6 +12,17 @@ between the last passing and the first failing rate narrow the knee. A step that
 rate fails too: the SLO was not met *at that rate*; the report says whether the generator or the server fell
 short. `find_capacity` is the search alone, over any "run one step at this rate" function, so it can be tested
 without a server.
+
+Steady state. A step measures its steady state, not its own ramp-up: each step first runs an untimed warm-up of
+`step_warmup_s(step_s)` = max(1 s, 20 % of the step), rounded up to whole seconds (`warmup_s` overrides it),
+during which its users start evenly (the rate ramps up to its target while channels connect and the server
+warms); Locust then resets its statistics (`--reset-stats`) and the step's `step_s` seconds that follow are the
+measurement. The achieved rate, the percentiles and the SLO verdict are those of that steady part only, so "the
+server could not keep up" is said only when the steady part fell short of the target. The late-start tally
+still covers the whole step (warm-up included). A step costs warm-up + step_s seconds.
+
+Nothing lost. The output folder of an earlier search (its capacity.json or step folders) is refused with a
+ConfigError unless `overwrite=True` (`--overwrite`), and only then are that search's files removed.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 from collections.abc import Callable
@@ -40,6 +52,7 @@ __all__ = [
     "find_capacity",
     "format_capacity",
     "run_capacity",
+    "step_warmup_s",
     "write_capacity",
 ]
 
@@ -50,6 +63,9 @@ CAPACITY_SCHEMA_VERSION = 1
 _SATURATED_SHARE = 0.9
 #: Refinement stops once the bracket is narrower than this share of the passing rate (more steps say nothing).
 _MIN_BRACKET_SHARE = 0.01
+#: A step's default warm-up: this share of the step, at least _MIN_WARMUP_S, in whole seconds.
+_WARMUP_SHARE = 0.2
+_MIN_WARMUP_S = 1
 
 StepFunction = Callable[[float], "StepResult | LoadTestResult"]
 
@@ -187,7 +203,8 @@ class CapacityReport:
         host: the server's address.
         slo: the objectives each step was checked against, by name.
         min_rps: the SLO's throughput objective, judged against the knee rather than against each step.
-        step_s: each step's duration in seconds (None when unknown).
+        step_s: each step's measured duration in seconds (None when unknown).
+        warmup_s: each step's untimed warm-up before its measured part, in seconds (None when unknown).
         files: what the search wrote, by role (json, png, steps folder).
     """
 
@@ -204,6 +221,7 @@ class CapacityReport:
     slo: dict[str, float] = field(default_factory=dict)
     min_rps: float | None = None
     step_s: float | None = None
+    warmup_s: float | None = None
     files: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -258,6 +276,7 @@ class CapacityReport:
             "refine_steps": self.refine_steps,
             "min_achieved_ratio": self.min_achieved_ratio,
             "step_s": self.step_s,
+            "warmup_s": self.warmup_s,
             "found": self.found,
             "reached_max": self.reached_max,
             "knee_rps": self.knee_rps,
@@ -363,13 +382,16 @@ def run_capacity(
     min_achieved_ratio: float = 0.9,
     arrival: Arrival = "constant",
     users: int | None = None,
+    warmup_s: int | None = None,
+    overwrite: bool = False,
     on_step: Callable[[StepResult], None] | None = None,
 ) -> CapacityReport:
     """Run a capacity search with the Locust runner in open-loop mode, and write capacity.json and capacity.png.
 
-    Each step is `template` with `arrival`, `rate_rps`, `users` and `run_time_s=step_s`, writing its own reports to
-    `<template.output_dir>/step_NN_<rate>rps/`. The SLO's min_rps is not checked per step (a step below it would
-    fail by construction); the report says whether the knee reaches it.
+    Each step is `template` with `arrival`, `rate_rps`, `users`, `warmup_s` and `run_time_s=step_s`, writing its own
+    reports to `<template.output_dir>/step_NN_<rate>rps/`; its figures are those of the step_s after the warm-up
+    (see the module docstring). The SLO's min_rps is not checked per step (a step below it would fail by
+    construction); the report says whether the knee reaches it.
 
     Args:
         template: a LoadTestConfig giving the server, model, users, processes and the output folder.
@@ -377,25 +399,31 @@ def run_capacity(
         start_rps: the first rate.
         factor: growth of the rate per step.
         max_rps: the highest rate to try.
-        step_s: each step's duration in whole seconds.
+        step_s: each step's measured duration in whole seconds (after its warm-up).
         refine_steps: bisection steps after the first failure.
         min_achieved_ratio: share of the target a step must achieve to pass.
         arrival: "constant" (evenly spaced starts) or "poisson".
         users: the in-flight bound of every step; None sizes it to each step's rate (runner.open_loop_users).
+        warmup_s: each step's untimed warm-up in whole seconds; None: `step_warmup_s(step_s)`.
+        overwrite: replace an earlier search's results in the output folder (otherwise it is refused).
         on_step: called with each judged step (progress).
 
     Returns:
         The report, with `files` naming the JSON and the PNG.
 
     Raises:
-        ConfigError: a parameter is out of range.
+        ConfigError: a parameter is out of range, or the output folder holds an earlier search and `overwrite`
+            is not set.
         ClientError: the server or the model is not there.
     """
     _check_search(start_rps=start_rps, factor=factor, max_rps=max_rps, refine_steps=refine_steps)
     if isinstance(step_s, bool) or not isinstance(step_s, int) or step_s < 1:
         raise ConfigError(f"step_s must be a whole number of seconds of at least 1, got {step_s!r}")
+    warmup = step_warmup_s(step_s) if warmup_s is None else warmup_s
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ConfigError(f"warmup_s must be a whole number of seconds of at least 0, got {warmup_s!r}")
     root = template.output_dir
-    _clear_earlier_run(root)
+    _claim_output(root, overwrite=overwrite)
     step_slo = _without_min_rps(slo)
     cores = _generator_cores(template.processes)
     counter = iter(range(1, 10_000))
@@ -408,6 +436,8 @@ def run_capacity(
             rate_rps=rate,
             users=users if users is not None else open_loop_users(rate),
             run_time_s=step_s,
+            warmup_s=warmup,
+            spawn_rate=None if warmup else template.spawn_rate,
             slo=step_slo,
             output_dir=folder,
         )
@@ -431,8 +461,21 @@ def run_capacity(
         slo=slo.objectives(),
         min_rps=slo.min_rps,
         step_s=float(step_s),
+        warmup_s=float(warmup),
     )
     return write_capacity(report, root)
+
+
+def step_warmup_s(step_s: int) -> int:
+    """The default untimed warm-up of a step of `step_s` seconds: max(1 s, 20 % of the step), in whole seconds.
+
+    Args:
+        step_s: the step's measured duration.
+
+    Returns:
+        The warm-up in whole seconds (at least 1).
+    """
+    return max(_MIN_WARMUP_S, math.ceil(_WARMUP_SHARE * step_s - 1e-9))
 
 
 def write_capacity(report: CapacityReport, folder: Path) -> CapacityReport:
@@ -553,14 +596,34 @@ def _check_search(*, start_rps: float, factor: float, max_rps: float, refine_ste
         raise ConfigError(f"refine_steps must be a whole number of at least 0, got {refine_steps!r}")
 
 
-def _clear_earlier_run(root: Path) -> None:
-    """Remove what an earlier search left in `root`, so that its steps are never read as this run's."""
+def _claim_output(root: Path, *, overwrite: bool) -> None:
+    """Make `root` ready for a search: refuse one that holds an earlier search, unless `overwrite` clears it.
+
+    An earlier search's steps must never be read as this run's, and never be deleted without being asked.
+
+    Raises:
+        ConfigError: `root` holds an earlier search and `overwrite` is not set.
+    """
+    earlier = _earlier_search(root)
+    if earlier and not overwrite:
+        raise ConfigError(
+            f"{root} already holds a capacity search ({earlier[0].name}); pass --overwrite to replace it, "
+            "or another --out"
+        )
     root.mkdir(parents=True, exist_ok=True)
-    for folder in root.glob("step_[0-9][0-9]*_*rps"):
-        if folder.is_dir():
-            shutil.rmtree(folder)
-    for name in ("capacity.json", "capacity.png"):
-        (root / name).unlink(missing_ok=True)
+    for path in earlier:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _earlier_search(root: Path) -> list[Path]:
+    """What an earlier search left in `root`: capacity.json, capacity.png and its step folders."""
+    if not root.is_dir():
+        return []
+    files = [root / name for name in ("capacity.json", "capacity.png") if (root / name).is_file()]
+    return files + sorted(p for p in root.glob("step_[0-9][0-9]*_*rps") if p.is_dir())
 
 
 def _without_min_rps(slo: SLOSpec) -> SLOSpec | None:

@@ -8,17 +8,21 @@
 summary.json is the record other tools (`tritonforge report`, the capacity search) read, so its shape is stable:
 a change that removes or renames a key raises `schema_version`; new keys may be added. Its JSON Schema is
 `summary.schema.json` beside this module. Schema version 2, top-level keys:
-    schema_version (2), model, host, users, spawn_rate, run_time_s, batch_size,
+    schema_version (2), model, host, users, spawn_rate, run_time_s (the measured part: after an open loop's
+        warm-up, when the run had one, requests, rates and percentiles exclude the warm-up), batch_size,
     mode ("closed": fixed users, each sending back to back; "open": requests start on an arrival schedule),
     arrival ("constant" | "poisson" | null), rate_rps (target arrivals/s, null in closed mode),
     requests, failures, error_ratio (null without requests), rps (achieved), mean_ms, p50_ms, p95_ms, p99_ms
         (null without requests; in open mode latencies run from each request's *scheduled* start),
     late: null in closed mode, else {threshold_ms, sent, late, unsent, woke_late, p50_ms, p99_ms, max_ms}
         (requests sent more than threshold_ms after their scheduled time, how late they were, scheduled requests
-        never sent, and late ones whose user was idle, i.e. the generator itself woke late),
+        never sent, and late ones whose user was idle, i.e. the generator itself woke late; over the whole run,
+        warm-up included),
     server: null when not measured, else {model: {model, success, fail, inferences, executions, avg_batch,
         request_us, queue_us, compute_input_us, compute_infer_us, compute_output_us}, others: [same, ...],
-        count_check: {client_requests, server_requests, tolerance, agree}, overhead_p50_ms, overhead_mean_ms,
+        count_check: {client_requests, server_requests, tolerance, agree} (after a warm-up client_requests is
+        every request sent, late.sent, as the server's counters cover the warm-up too), overhead_p50_ms,
+        overhead_mean_ms,
         metrics: null | {success, inferences, executions, queue_us, compute_infer_us, agree}, server_version},
     generator: {cpu_percent, threshold_percent, saturated, processes: [{role, pid, cpu_percent}]},
     slo: [{name, objective, comparison ("<=" or ">="), unit, measured, passed}, ...],
@@ -297,7 +301,8 @@ class LoadTestResult:
         host: the gRPC address that was loaded.
         users: concurrent Locust users.
         spawn_rate: users started per second.
-        run_time_s: the requested duration of the run.
+        run_time_s: the requested duration of the measured part of the run.
+        warmup_s: the untimed warm-up before it (0: none); the measurement excludes it.
         batch_size: items per request (1 when a sample file was sent as it is).
         measurement: Locust's numbers for the model (open loop: latency from each request's scheduled start).
         checks: one entry per SLO objective (empty when no SLO was given).
@@ -325,6 +330,7 @@ class LoadTestResult:
     run_time_s: int
     batch_size: int
     measurement: Measurement
+    warmup_s: int = 0
     checks: tuple[SLOCheck, ...] = ()
     locust_version: str = ""
     locust_exit_code: int | None = None
@@ -505,6 +511,7 @@ def format_table(result: LoadTestResult) -> str:
     lines.append(
         f"{result.model} @ {result.host}: {m.requests} requests, {m.failures} failures, {m.rps:.1f} req/s, "
         f"{latency}, {result.users} users for {result.run_time_s} s"
+        + (f" after a {result.warmup_s} s warm-up (not counted)" if result.warmup_s else "")
     )
     if result.late is not None:
         lines.append(_late_line(result))

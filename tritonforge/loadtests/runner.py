@@ -13,6 +13,15 @@ the load down, so its stalls show in the latency instead of hiding: no coordinat
 the `users` are the in-flight bound: each of them follows its own schedule at rate/users (Poisson streams add up
 to a Poisson stream), and a request that could not start on time because its user was still busy is counted as
 late and its latency still runs from the schedule, as wrk2 does.
+
+A warm-up (`warmup_s`, open loop only) comes before the measured part: the users are started evenly over it, so
+the rate ramps up to its target while the channels connect and the server warms, and when the last user has
+started Locust resets its statistics (its `--reset-stats`). The run then lasts warmup_s + run_time_s and its
+requests, rate and percentiles are those of the run_time_s after the warm-up only (the steady state); the
+late-start tally and the server's counters still cover the whole run.
+
+A run never deletes an earlier run's results silently: an output folder that already holds a run (summary.json
+or Locust's CSV) is refused with a ConfigError unless `overwrite` is set, and only then are its files replaced.
 Around the run the runner reads the server's statistics (server_stats.py) and samples each Locust process's CPU,
 so a result says where the time went and whether the generator, not the server, was the limit.
 
@@ -45,6 +54,7 @@ from tritonforge.loadtests.arrivals import ARRIVALS, Arrival
 from tritonforge.loadtests.inputs import build_inputs, save_inputs
 from tritonforge.loadtests.report import (
     GeneratorLoad,
+    LateRequests,
     LoadTestResult,
     ProcessLoad,
     generator_load,
@@ -117,7 +127,10 @@ class LoadTestConfig:
         users: concurrent Locust users, each sending one request after another.
         spawn_rate: users started per second; None starts them all in the first second (in the open loop, within
             a tenth of a second for up to 100 users, so the rate holds from the start).
-        run_time_s: how long the load lasts, in whole seconds (Locust's resolution).
+        run_time_s: how long the load is measured, in whole seconds (Locust's resolution), after the warm-up.
+        warmup_s: an untimed warm-up before the measured part, in whole seconds (open loop only; 0: none): the
+            users start evenly over it and Locust's statistics are reset once all have started.
+        overwrite: replace the results of an earlier run in `output_dir` (otherwise such a folder is refused).
         batch_size: items per request for generated inputs; must stay 1 with a sample file.
         slo: the objectives to check; None only measures.
         sample_path: a request to send as it is (.npy or .npz); None generates random inputs from the metadata.
@@ -152,6 +165,8 @@ class LoadTestConfig:
     users: int = 4
     spawn_rate: float | None = None
     run_time_s: int = 10
+    warmup_s: int = 0
+    overwrite: bool = False
     batch_size: int = 1
     slo: SLOSpec | None = None
     sample_path: Path | None = None
@@ -183,6 +198,7 @@ class LoadTestConfig:
             raise ConfigError("the model name is empty; pass the name the server serves, e.g. --model digits")
         _at_least("users", self.users, 1)
         _at_least("run_time_s", self.run_time_s, 1)
+        _at_least("warmup_s", self.warmup_s, 0)
         _at_least("batch_size", self.batch_size, 1)
         _at_least("stop_timeout_s", self.stop_timeout_s, 0)
         for name in ("request_timeout_s", "ready_timeout_s", "exit_grace_s", "startup_allowance_s"):
@@ -195,7 +211,18 @@ class LoadTestConfig:
         if self.sample_path is not None and self.batch_size != 1:
             raise ConfigError("batch_size applies to generated inputs; a --sample file is sent as it is, drop one")
         self._check_open_loop()
+        self._check_warmup()
         self._check_distributed()
+
+    def _check_warmup(self) -> None:
+        if self.warmup_s == 0:
+            return
+        if not self.open_loop:
+            raise ConfigError(
+                f"warmup_s ({self.warmup_s}) applies to the open loop only; add a rate (--rate) or drop the warm-up"
+            )
+        if self.spawn_rate is not None:
+            raise ConfigError("warmup_s sets the spawn rate (users over the warm-up); drop spawn_rate (--spawn-rate)")
 
     def _check_open_loop(self) -> None:
         if self.pace_rps is not None:
@@ -236,7 +263,12 @@ class LoadTestConfig:
     def deadline_s(self) -> float:
         """Longest Locust may live: start-up allowance + run time + in-flight grace + exit grace (+ workers' wait)."""
         wait = self.workers_wait_s if self.expect_workers is not None else 0.0
-        return self.startup_allowance_s + self.run_time_s + self.stop_timeout_s + self.exit_grace_s + wait
+        return self.startup_allowance_s + self.locust_run_time_s + self.stop_timeout_s + self.exit_grace_s + wait
+
+    @property
+    def locust_run_time_s(self) -> int:
+        """Locust's `--run-time`: the warm-up plus the measured part."""
+        return self.warmup_s + self.run_time_s
 
     @property
     def open_loop(self) -> bool:
@@ -289,7 +321,7 @@ def run_loadtest(config: LoadTestConfig) -> LoadTestResult:
     if config.master_host is not None:
         raise ConfigError("this config runs a worker (master_host is set); call run_locust_worker, not run_loadtest")
     out = config.output_dir.resolve()  # Locust runs with cwd=out: every path it gets must be absolute
-    files = _fresh_output_dir(out)
+    files = _fresh_output_dir(out, overwrite=config.overwrite)
     _prepare_request(config, files["inputs"])
     command = locust_command(config, csv_prefix=out / "locust", html_path=files["html"], request_path=files["inputs"])
     before = _snapshot(config)
@@ -309,7 +341,7 @@ def run_loadtest(config: LoadTestConfig) -> LoadTestResult:
     except TritonForgeError as exc:
         last = _last_line(files["log"])
         raise TritonForgeError(f"{exc}; Locust exit code {outcome.returncode}, last log line: {last}") from exc
-    server = _breakdown(config, before, measurement)
+    server = _breakdown(config, before, _whole_run(measurement, late, warmup_s=config.warmup_s))
     generator = _generator_load(outcome, distributed=config.processes is not None or config.expect_workers is not None)
     if generator.saturated:
         _LOGGER.warning("%s", generator.advice)
@@ -319,6 +351,7 @@ def run_loadtest(config: LoadTestConfig) -> LoadTestResult:
         users=config.users,
         spawn_rate=_spawn_rate(config),
         run_time_s=config.run_time_s,
+        warmup_s=config.warmup_s,
         batch_size=config.batch_size,
         measurement=measurement,
         checks=tuple(evaluate(config.slo, measurement)) if config.slo is not None else (),
@@ -399,7 +432,7 @@ def locust_command(config: LoadTestConfig, *, csv_prefix: Path, html_path: Path,
         "--host", config.host,
         "--users", str(config.users),
         "--spawn-rate", f"{_spawn_rate(config):g}",
-        "--run-time", f"{config.run_time_s}s",
+        "--run-time", f"{config.locust_run_time_s}s",
         "--stop-timeout", str(config.stop_timeout_s),
         "--csv", str(csv_prefix),
         "--csv-full-history",
@@ -408,6 +441,8 @@ def locust_command(config: LoadTestConfig, *, csv_prefix: Path, html_path: Path,
         "--exit-code-on-error", "0",
         *_triton_options(config, request_path),
     ]  # fmt: skip
+    if config.warmup_s > 0:
+        command.append("--reset-stats")
     if config.processes is not None:
         command += ["--processes", str(config.processes)]
     if config.expect_workers is not None:
@@ -677,11 +712,20 @@ def _prepare_request(config: LoadTestConfig, path: Path) -> None:
     save_inputs(path, inputs)
 
 
-def _fresh_output_dir(out: Path) -> dict[str, Path]:
-    """Create `out` and empty it of an earlier run's files, returning this run's file paths by role.
+def _fresh_output_dir(out: Path, *, overwrite: bool = False) -> dict[str, Path]:
+    """Create `out` and return this run's file paths by role; an earlier run's files there need `overwrite`.
 
-    A failed run must never be read as a fresh one from the files a previous run left.
+    With `overwrite` the earlier run's files are removed first: a failed run must never be read as a fresh one
+    from the files a previous run left. Without it, a folder that holds a run is refused (nothing is deleted).
+
+    Raises:
+        ConfigError: `out` holds an earlier run and `overwrite` is not set.
     """
+    earlier = _earlier_run(out)
+    if earlier is not None and not overwrite:
+        raise ConfigError(
+            f"{out} already holds a load-test run ({earlier.name}); pass --overwrite to replace it, or another --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "stats_csv": out / "locust_stats.csv",
@@ -697,13 +741,33 @@ def _fresh_output_dir(out: Path) -> dict[str, Path]:
     return files
 
 
+def _earlier_run(out: Path) -> Path | None:
+    """The first file of an earlier run in `out` (its summary or Locust's CSV), or None."""
+    if not out.is_dir():
+        return None
+    found = [out / "summary.json", *sorted(out.glob("locust_*.csv")), out / "locust_late.json"]
+    return next((path for path in found if path.is_file()), None)
+
+
+def _whole_run(measurement: Measurement, late: LateRequests | None, *, warmup_s: int) -> Measurement:
+    """The client's figures to set beside the server's counters, which cover the whole run, warm-up included.
+
+    After a warm-up Locust's statistics hold only the measured part, so the request count compared with the
+    server's is every request sent (the late-start tally is never reset); without a warm-up it is Locust's count.
+    """
+    if warmup_s == 0 or late is None:
+        return measurement
+    return dataclasses.replace(measurement, requests=late.sent)
+
+
 def _existing(files: Mapping[str, Path]) -> dict[str, str]:
     return {role: str(path) for role, path in files.items() if path.exists()}
 
 
 def _describe_load(config: LoadTestConfig) -> str:
     if config.open_loop:
-        return f"{config.arrival} arrivals at {config.rate_rps:g} req/s, at most {config.users} in flight"
+        warmup = f" after a {config.warmup_s} s warm-up" if config.warmup_s else ""
+        return f"{config.arrival} arrivals at {config.rate_rps:g} req/s, at most {config.users} in flight{warmup}"
     if config.pace_rps is not None:
         return f"{config.users} users paced to {config.pace_rps:g} req/s (closed loop)"
     return f"{config.users} users (closed loop)"
@@ -772,6 +836,8 @@ def _with_plot(result: LoadTestResult, files: Mapping[str, Path], *, title: str)
 def _spawn_rate(config: LoadTestConfig) -> float:
     if config.spawn_rate is not None:
         return config.spawn_rate
+    if config.warmup_s > 0:  # the users start evenly over the warm-up: the rate ramps up to its target
+        return config.users / config.warmup_s
     # The open loop's rate should hold from the start: its users start within a fraction of a second.
     return max(_OPEN_LOOP_SPAWN_RATE, float(config.users)) if config.open_loop else float(config.users)
 

@@ -222,9 +222,6 @@ def test_run_capacity_steps_the_runner_open_loop_and_judges_min_rps_against_the_
     monkeypatch.setattr(capacity, "run_loadtest", fake_run_loadtest)
     template = LoadTestConfig(host="127.0.0.1:8001", model="digits", output_dir=tmp_path / "runs")
     slo = SLOSpec(p99_ms=15.0, min_rps=300.0)
-    stale = tmp_path / "runs" / "step_09_5000rps"
-    stale.mkdir(parents=True)
-    (tmp_path / "runs" / "notes.txt").write_text("mine", encoding="utf-8")
 
     report = run_capacity(template, slo, start_rps=100, factor=2, max_rps=10_000, step_s=2, refine_steps=1)
 
@@ -233,16 +230,106 @@ def test_run_capacity_steps_the_runner_open_loop_and_judges_min_rps_against_the_
     assert [c.users for c in configs] == [open_loop_users(c.rate_rps or 0) for c in configs]
     assert configs[-2].users == 80  # sized to the rate: 50 ms of requests in flight at 1600 req/s
     assert {c.run_time_s for c in configs} == {2}
+    assert {c.warmup_s for c in configs} == {1}  # max(1 s, 20 % of 2 s) before each measured step
     assert all(c.slo == SLOSpec(p99_ms=15.0) for c in configs)  # min_rps is judged against the knee instead
     assert configs[0].output_dir == tmp_path / "runs" / "step_01_100rps"
     assert report.knee_rps == 800 and report.first_failing_rps == 1200
     assert report.meets_min_rps is True
     assert report.slo == {"p99_ms": 15.0, "min_rps": 300.0}
     document = json.loads((tmp_path / "runs" / "capacity.json").read_text(encoding="utf-8"))
-    assert document["model"] == "digits" and document["step_s"] == 2
-    assert not stale.exists()  # an earlier search's step is not left to be read as this one's
-    assert (tmp_path / "runs" / "notes.txt").exists()
+    assert document["model"] == "digits" and document["step_s"] == 2 and document["warmup_s"] == 1
     assert document["steps"][0]["summary"] == str(tmp_path / "runs" / "step_01_100rps" / "summary.json")
+
+
+def _fake_loadtest(configs: list[LoadTestConfig]) -> Callable[[LoadTestConfig], LoadTestResult]:
+    def fake_run_loadtest(config: LoadTestConfig) -> LoadTestResult:
+        configs.append(config)
+        m = _measure(config.rate_rps or 0.0)
+        return LoadTestResult(
+            model=config.model, host=config.host, users=config.users, spawn_rate=1.0, run_time_s=config.run_time_s,
+            batch_size=1, measurement=m, checks=tuple(evaluate(config.slo, m)) if config.slo else (),
+            warmup_s=config.warmup_s,
+        )  # fmt: skip
+
+    return fake_run_loadtest
+
+
+def test_a_rerun_into_a_folder_that_holds_a_search_is_refused_and_deletes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configs: list[LoadTestConfig] = []
+    monkeypatch.setattr(capacity, "run_loadtest", _fake_loadtest(configs))
+    template = LoadTestConfig(host="127.0.0.1:8001", model="digits", output_dir=tmp_path / "runs")
+    earlier = tmp_path / "runs" / "step_09_5000rps"
+    earlier.mkdir(parents=True)
+    (earlier / "summary.json").write_text("{}", encoding="utf-8")
+
+    with pytest.raises(
+        ConfigError, match=r"runs already holds a capacity search \(step_09_5000rps\); pass --overwrite"
+    ):
+        run_capacity(template, SLO, start_rps=100, max_rps=100, step_s=1)
+
+    assert configs == []
+    assert (earlier / "summary.json").read_text(encoding="utf-8") == "{}"
+
+
+def test_overwrite_replaces_an_earlier_search_and_keeps_other_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configs: list[LoadTestConfig] = []
+    monkeypatch.setattr(capacity, "run_loadtest", _fake_loadtest(configs))
+    template = LoadTestConfig(host="127.0.0.1:8001", model="digits", output_dir=tmp_path / "runs")
+    stale = tmp_path / "runs" / "step_09_5000rps"
+    stale.mkdir(parents=True)
+    (tmp_path / "runs" / "capacity.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "runs" / "notes.txt").write_text("mine", encoding="utf-8")
+
+    report = run_capacity(template, SLO, start_rps=100, max_rps=100, step_s=1, overwrite=True)
+
+    assert not stale.exists()  # an earlier search's step is not left to be read as this one's
+    assert (tmp_path / "runs" / "notes.txt").read_text(encoding="utf-8") == "mine"
+    assert json.loads((tmp_path / "runs" / "capacity.json").read_text(encoding="utf-8"))["knee_rps"] == 100
+    assert report.knee_rps == 100
+
+
+@pytest.mark.parametrize(("step_s", "warmup_s"), [(1, 1), (2, 1), (5, 1), (6, 2), (10, 2), (12, 3), (30, 6)])
+def test_the_default_warm_up_is_a_fifth_of_the_step_and_at_least_a_second(step_s: int, warmup_s: int) -> None:
+    assert capacity.step_warmup_s(step_s) == warmup_s
+
+
+def test_an_explicit_warm_up_reaches_every_step_and_zero_turns_it_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configs: list[LoadTestConfig] = []
+    monkeypatch.setattr(capacity, "run_loadtest", _fake_loadtest(configs))
+    template = LoadTestConfig(host="127.0.0.1:8001", model="digits", output_dir=tmp_path / "a")
+
+    run_capacity(template, SLO, start_rps=100, factor=2, max_rps=200, step_s=5, warmup_s=3)
+    run_capacity(dataclasses.replace(template, output_dir=tmp_path / "b"), SLO, start_rps=100, max_rps=100, step_s=5,
+                 warmup_s=0)  # fmt: skip
+
+    assert [(c.warmup_s, c.run_time_s, c.locust_run_time_s) for c in configs] == [(3, 5, 8), (3, 5, 8), (0, 5, 5)]
+    with pytest.raises(ConfigError, match="warmup_s must be a whole number of seconds of at least 0, got -1"):
+        run_capacity(template, SLO, start_rps=100, max_rps=100, step_s=5, warmup_s=-1)
+
+
+def test_a_step_is_judged_on_its_steady_part_when_the_ramp_up_fell_short() -> None:
+    # Over the whole step (1 s warm-up ramping 0 -> 800 req/s, then 2 s at 800) the client made 400 + 1600
+    # requests in 3 s: 667 req/s, under 90 % of 800. The runner's measurement is the steady part only: 1600 in 2 s.
+    steady = Measurement(requests=1600, failures=0, rps=800.0, p50_ms=2.0, p95_ms=4.0, p99_ms=6.0)
+    result = LoadTestResult(
+        model="digits", host="127.0.0.1:8001", users=40, spawn_rate=40.0, run_time_s=2, warmup_s=1, batch_size=1,
+        measurement=steady, checks=tuple(evaluate(SLO, steady)), arrival="constant", rate_rps=800.0,
+        late=LateRequests(threshold_ms=2, sent=2000, late=30, unsent=0, p50_ms=5.0, p99_ms=9.0, max_ms=9.0),
+        generator=generator_load([ProcessLoad(role="locust", pid=1, cpu_percent=50.0)], total_percent=50.0),
+    )  # fmt: skip
+
+    report = find_capacity(lambda rate: result, start_rps=800, max_rps=800)
+
+    (step,) = report.steps
+    assert step.achieved_rps == 800.0 and step.requests == 1600
+    assert step.shortfall is None and step.passed
+    assert report.knee_rps == 800
 
 
 def test_report_without_steps_that_made_requests_writes_no_png(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ which must never happen inside the pytest process (it would change every other t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,7 +11,10 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from tritonforge.loadtests.runner import LOCUSTFILE
+import pytest
+
+from tritonforge.loadtests.report import read_locust_stats
+from tritonforge.loadtests.runner import LOCUSTFILE, LoadTestConfig, locust_command
 
 _TIMEOUT_S = 120
 
@@ -154,17 +158,28 @@ def test_open_loop_user_times_from_the_schedule_and_counts_late_and_unsent_start
     prefix = tmp_path / "locust"
     result = _run_python(
         """
-        import argparse, json, sys, time
-        import gevent
+        import argparse, json, sys
         import locust
         import numpy as np
         from locust.env import Environment
         from tritonforge.loadtests import triton_user
         from tritonforge.loadtests.locustfile import InferUser
 
-        class SlowClient:  # 20 ms a call, against a schedule of one request every 5 ms: the user falls behind
+        class Clock:  # the user's only clock: it moves when the user sleeps and when a call takes its 21 ms
+            now = 1000.0
+            @staticmethod
+            def perf_counter():
+                return Clock.now
+            @staticmethod
+            def sleep(seconds):
+                Clock.now += max(0.0, seconds)
+
+        triton_user.time = Clock
+        triton_user.gevent = Clock
+
+        class SlowClient:  # 21 ms a call, against a schedule of one request every 5 ms: the user falls behind
             def infer(self, model, inputs, *, version=None, timeout_s=None):
-                gevent.sleep(0.02)
+                Clock.now += 0.021
                 return {"logits": np.zeros((1, 10), np.float32)}
             def close(self):
                 pass
@@ -182,28 +197,68 @@ def test_open_loop_user_times_from_the_schedule_and_counts_late_and_unsent_start
         user.inputs = {"image": np.zeros((1, 1, 8, 8), np.float32)}
         user.client = SlowClient()
         user._start_schedule(user.arrival, user.rate_rps)
-        start = time.perf_counter()
+        first_due = user._next_due
         for _ in range(6):
             user.send_next()
-        elapsed_ms = (time.perf_counter() - start) * 1000
+        stopped_after_ms = (Clock.now - first_due) * 1000
         user.on_stop()
         env.events.quitting.fire(environment=env)
         with open(sys.argv[1] + "_late.json") as handle:
             written = json.load(handle)
-        print(json.dumps({"latencies": fired, "elapsed_ms": elapsed_ms, "written": written}))
+        print(json.dumps({"latencies": fired, "stopped_after_ms": stopped_after_ms, "written": written}))
         """,
         str(prefix),
     )
 
-    latencies = result["latencies"]
-    assert len(latencies) == 6
-    assert latencies[0] < 15 + 20  # first one on time: about the 20 ms call
-    # Each later request waits for the one before: its latency from the schedule keeps growing by ~15 ms.
-    assert all(b > a for a, b in zip(latencies, latencies[1:], strict=False))
-    assert latencies[-1] > 60
+    # Request k is due at 5k ms, starts when request k-1 returns (21k ms): 16k ms late, done 21 ms later.
+    assert result["latencies"] == pytest.approx([21, 37, 53, 69, 85, 101])
+    assert result["stopped_after_ms"] == pytest.approx(126)
     written = result["written"]
     assert written["sent"] == 6
-    assert sum(count for _, count in written["late"]) >= 4  # all but the first start late
+    assert written["late"] == [[16.0, 1], [32.0, 1], [48.0, 1], [64.0, 1], [80.0, 1]]  # all but the first
     assert written["woke_late"] == 0  # late because the user was busy, not because the process woke late
-    # ~120 ms at 5 ms a slot: about 24 slots fell due, 6 were sent, the rest are reported, not dropped.
-    assert written["unsent"] >= int(result["elapsed_ms"] / 5) - 6 - 2
+    # Stopped at 126 ms: requests 6 to 25 (due 30 ms to 125 ms) fell due unsent; they are reported, not dropped.
+    assert written["unsent"] == 20
+
+
+def test_the_runners_warm_up_makes_locusts_statistics_hold_only_the_requests_after_it(tmp_path: Path) -> None:
+    config = LoadTestConfig(
+        host="127.0.0.1:8001", model="digits", output_dir=tmp_path, users=4, rate_rps=100.0, run_time_s=2,
+        warmup_s=1,
+    )  # fmt: skip
+    counts = {}
+    for name, warm in (("warm", config), ("plain", dataclasses.replace(config, warmup_s=0))):
+        prefix = tmp_path / name / "locust"
+        prefix.parent.mkdir()
+        command = locust_command(warm, csv_prefix=prefix, html_path=tmp_path / "r.html", request_path=tmp_path / "q")
+        _run_python(
+            """
+            import json, sys
+            import locust
+            from locust.argument_parser import parse_options
+            from locust.env import Environment
+            from tritonforge.loadtests.locustfile import InferUser
+
+            options = parse_options(args=sys.argv[1:])
+            # as Locust's main builds it: --reset-stats becomes Environment.reset_stats
+            env = Environment(user_classes=[InferUser], events=locust.events, reset_stats=options.reset_stats,
+                              parsed_options=options)
+            env.create_local_runner()
+            def fire(ms):
+                env.events.request.fire(request_type="grpc", name="digits", response_time=ms,
+                                        response_length=40, exception=None, context={})
+            for _ in range(10):  # the warm-up: cold channels, slow answers
+                fire(500.0)
+            env.events.spawning_complete.fire(user_count=4)  # the last user has started
+            for _ in range(100):  # the steady state
+                fire(3.0)
+            env.events.quitting.fire(environment=env)
+            print(json.dumps({}))
+            """,
+            *command[3:],
+        )
+        counts[name] = read_locust_stats(prefix.with_name("locust_stats.csv"), name="digits")
+
+    warm, plain = counts["warm"], counts["plain"]
+    assert (warm.requests, warm.p50_ms, warm.p99_ms, warm.mean_ms) == (100, 3.0, 3.0, 3.0)
+    assert (plain.requests, plain.p99_ms) == (110, 500.0)  # without a warm-up the ramp-up counts
