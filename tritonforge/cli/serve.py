@@ -68,13 +68,14 @@ def serve(
     startup_timeout_s: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 120.0,
 ) -> None:
     """Serve a model repository with the real tritonserver; ONNX models run through the ORT adapter if needed."""
-    folder = _run_folder(run_dir)
+    folder: Path | None = None  # created only when something goes in it
     key = None
     key_note = ""
     if model_control_mode != "none":
         key = ModelControlKey.from_env()
         if key is None:
             key = ModelControlKey.generate()
+            folder = _run_folder(run_dir)
             key_file = _write_private(folder / KEY_FILE, key.reveal())
             key_note = f"model-control key: {key_file} (export {MODEL_CONTROL_KEY_ENV}=$(cat {key_file}))"
         else:
@@ -93,7 +94,7 @@ def serve(
         restart_on_crash=restart_on_crash,
         max_restarts_per_minute=max_restarts_per_minute,
         exit_timeout_s=exit_timeout_s,
-        log_path=log_path or folder / "tritonserver.log",
+        log_path=log_path or (folder or _run_folder(run_dir)) / "tritonserver.log",
         startup_timeout_s=startup_timeout_s,
     )
     restart_note = (
