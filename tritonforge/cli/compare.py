@@ -1,6 +1,9 @@
 """`tritonforge compare`: every variant of a model side by side on the embedded Triton, in one run.
 
 tritonforge compare digits --inputs build/digits_eval.npz --batch-size 1 --batch-size 8 --seconds 3
+
+A --json file that already exists (an earlier run's report) is refused before anything is measured, unless
+--overwrite is given.
 """
 
 from __future__ import annotations
@@ -44,11 +47,18 @@ def compare(
     rounds: Annotated[int, typer.Option(help="Rounds; figures are medians.")] = 3,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table.")] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --json report (otherwise refused).")
+    ] = False,
 ) -> None:
     """Serve the FP32 model and every quantized variant of it; table of size, gate metric, speed and speed-up."""
     from tritonforge._atomic import atomic_write_text
     from tritonforge.loadtests.compare import compare_variants, format_compare
 
+    if json_path is not None and json_path.exists() and not overwrite:
+        raise ConfigError(
+            f"{json_path} already exists (an earlier report); pass --overwrite to replace it, or another --json"
+        )
     report = compare_variants(
         repository=repository, model=model, samples=_load_samples(inputs), batch_sizes=batch_sizes or [1, 8],
         concurrency=concurrency, seconds=seconds, rounds=rounds,

@@ -5,6 +5,8 @@
     tritonforge tune digits --p99-ms 20 --url 10.0.0.5:8001        # a server in explicit model-control mode
 
 Exit code 0 when a config met the p99 SLO (and was written), 1 when none did (nothing is written then).
+The config before the first tuning run is kept once as <model>/config.pbtxt.original, the one each run replaced in
+its --out as config.pbtxt.previous; an --out holding an earlier run is refused unless --overwrite is given.
 """
 
 from __future__ import annotations
@@ -147,6 +149,9 @@ def tune(
         Path | None, typer.Option("--inputs", help=".npz of request rows by input name (default: held-out or random).")
     ] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/tune"),
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier run's results in --out (otherwise refused).")
+    ] = False,
     no_write: Annotated[
         bool, typer.Option("--no-write", "--dry-run", help="Do not write the winner into the repository.")
     ] = False,
@@ -169,6 +174,7 @@ def tune(
         model=model, repository=repository, p99_ms=objective, out_dir=out, space=space, concurrency=concurrency,
         seconds=seconds, warmup_s=warmup_s, request_batch_size=request_batch_size, samples=samples, grid=grid,
         max_trials=max_trials, confirm=confirm, write=not no_write, url=url, progress=_progress,
+        overwrite=overwrite,
     )  # fmt: skip
     typer.echo(format_trials(report))
     typer.echo(f"outputs: {out}/ (trials.csv, summary.json{', pareto.png' if 'pareto_png' in report.files else ''})")
@@ -178,6 +184,9 @@ def tune(
             "unchanged; relax the SLO, lower --concurrency or widen the search"
         )
     if report.written_config is not None:
-        typer.echo(f"wrote {report.written_config} (previous config: {report.files.get('previous_config')})")
+        typer.echo(
+            f"wrote {report.written_config} (previous config: {report.files.get('previous_config')}; "
+            f"the first original: {report.files.get('original_config')})"
+        )
     elif "tuned_config" in report.files:
         typer.echo(f"not written (--no-write); the winning config is in {report.files['tuned_config']}")

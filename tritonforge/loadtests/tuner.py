@@ -10,8 +10,12 @@ and measured with the same closed loop as `tritonforge compare`. The candidate i
 the server, so the embedded server's python-backend adapter settings stay as they are) with only max_batch_size,
 dynamic_batching and the instance count changed. The search itself (coordinate descent, memoised, with a confirmation
 round against noise) is in `tuner_search`. The winner is written into the canonical repository with the same three
-fields changed and everything else (weights, versions, other fields) untouched; the previous config is kept in the
-output folder.
+fields changed and everything else (weights, versions, other fields) untouched.
+
+Nothing lost: the config as it was before the first tuning run that wrote to it is kept once beside it as
+`config.pbtxt.original` (never overwritten by later runs), and the config each run replaced is kept in that run's
+output folder as `config.pbtxt.previous`. An output folder that holds an earlier run (its summary.json,
+trials.csv...) is refused with a ConfigError unless `overwrite=True` (`--overwrite`).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ if TYPE_CHECKING:
     from tritonclient.grpc import InferenceServerClient, model_config_pb2
 
 __all__ = [
+    "ORIGINAL_CONFIG_NAME",
     "TuneReport",
     "apply_candidate",
     "batch_limit",
@@ -56,6 +61,10 @@ __all__ = [
 _LOGGER = logging.getLogger(__name__)
 
 _RANDOM_ROWS = 64
+#: Beside the canonical config: the config before the first tuning run wrote to it (written once, never replaced).
+ORIGINAL_CONFIG_NAME = "config.pbtxt.original"
+#: What one run writes in its output folder; any of them there means the folder holds an earlier run.
+_RUN_FILES = ("summary.json", "trials.csv", "pareto.png", "config.pbtxt.tuned", "config.pbtxt.previous")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -276,6 +285,7 @@ def tune_model(
     write: bool = True,
     url: str | None = None,
     progress: Callable[[Trial], None] | None = None,
+    overwrite: bool = False,
 ) -> TuneReport:
     """Tune `model`'s batching on the embedded Triton (or the server at `url`) and write the winner.
 
@@ -283,7 +293,8 @@ def tune_model(
         model: the model to tune (not an ensemble).
         repository: the canonical model repository; the winner is written to `<repository>/<model>/config.pbtxt`.
         p99_ms: the p99 latency objective every trial must meet.
-        out_dir: where the trials table, summary, plot and previous config go.
+        out_dir: where the trials table, summary, plot and previous config go (a folder holding an earlier run
+            needs `overwrite`).
         space: the values to search (default: `SearchSpace()`, capped at what the ONNX batch axis allows).
         concurrency: closed-loop client threads per measurement.
         seconds: length of each measurement.
@@ -297,12 +308,14 @@ def tune_model(
         url: a running server with explicit model control to tune on instead of starting the embedded one; its
             model's original config is loaded back at the end.
         progress: called after each measurement.
+        overwrite: replace an earlier run's files in `out_dir` (otherwise such a folder is refused).
 
     Returns:
         The report; `report.search.best` is None when no config met the SLO (nothing is written then).
 
     Raises:
-        ConfigError: bad arguments, an ensemble, or a model that does not batch.
+        ConfigError: bad arguments, an ensemble, a model that does not batch, or an `out_dir` that holds an
+            earlier run without `overwrite`.
         ServerError: the server did not start or the model did not load.
     """
     from tritonforge.serving.launcher import EmbeddedTriton, ServerOptions
@@ -331,7 +344,7 @@ def tune_model(
             f"request batch size {request_batch_size} exceeds max_batch_size {space.max_batch_sizes[0]} in the "
             "search space; lower --request-batch-size or raise the smallest --max-batch-size"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _claim_out_dir(out_dir, overwrite=overwrite)
     started = time.perf_counter()
     server = None
     if url is None:
@@ -451,6 +464,10 @@ def _write_outputs(
         atomic_write_text(tuned_path, config_to_text(canonical_config(canonical, best.candidate)))
         files["tuned_config"] = str(tuned_path)
         if write:
+            original = canonical_path.with_name(ORIGINAL_CONFIG_NAME)
+            if not original.exists():  # the first tuning run's backup; later runs never replace it
+                atomic_write_text(original, canonical_path.read_text(encoding="utf-8"))
+            files["original_config"] = str(original)
             previous = out_dir / "config.pbtxt.previous"
             shutil.copyfile(canonical_path, previous)
             files["previous_config"] = str(previous)
@@ -460,6 +477,23 @@ def _write_outputs(
     final = TuneReport(**{**_fields(report), "files": files, "written_config": written})
     atomic_write_text(summary_path, json.dumps(final.to_dict(), indent=2) + "\n")
     return final
+
+
+def _claim_out_dir(out_dir: Path, *, overwrite: bool) -> None:
+    """Create `out_dir` for a run; one that holds an earlier run is refused, or emptied of it with `overwrite`.
+
+    Raises:
+        ConfigError: `out_dir` holds an earlier run and `overwrite` is not set.
+    """
+    earlier = [out_dir / name for name in _RUN_FILES if (out_dir / name).is_file()]
+    if earlier and not overwrite:
+        raise ConfigError(
+            f"{out_dir} already holds a tuning run ({earlier[0].name}); pass --overwrite to replace it, "
+            "or another --out"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in earlier:
+        path.unlink()
 
 
 def _fields(report: TuneReport) -> dict[str, Any]:

@@ -109,3 +109,30 @@ def test_format_compare_has_one_row_per_variant_and_the_speedup(tmp_path: Path):
     md = format_compare(report, markdown=True)
     assert md.splitlines()[1].startswith("|---|") and md.count("\n") == 3
     assert json.loads(json.dumps(report.to_dict()))["rows"][1]["speedup"] == {"1": 2.5}
+
+
+def test_compare_refuses_to_replace_an_earlier_json_report_before_measuring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from tritonforge.cli import compare as compare_cli
+    from tritonforge.loadtests import compare as compare_module
+
+    def no_measuring(**kwargs: object) -> None:
+        raise AssertionError("measured although the report could not be written")
+
+    monkeypatch.setattr(compare_module, "compare_variants", no_measuring)
+    report = tmp_path / "report.json"
+    report.write_text('{"earlier": true}', encoding="utf-8")
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, image=np.zeros((4, 1, 8, 8), np.float32))
+    app = typer.Typer()
+    app.command()(compare_cli.compare)
+
+    result = CliRunner().invoke(app, ["digits", "--inputs", str(inputs), "--json", str(report)])
+
+    assert isinstance(result.exception, ConfigError)
+    assert f"{report} already exists (an earlier report); pass --overwrite" in str(result.exception)
+    assert report.read_text(encoding="utf-8") == '{"earlier": true}'

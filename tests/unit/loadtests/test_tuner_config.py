@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2
 
@@ -164,3 +166,59 @@ def test_ensembles_calling_the_model_set_the_smallest_max_batch_size(tmp_path: P
 
     with pytest.raises(ConfigError, match="ensemble that calls the model"):
         SearchSpace(max_batch_sizes=(8, 16)).floored(48)
+
+
+def _report(best: Candidate, out_dir: Path) -> Any:
+    from tritonforge.loadtests.tuner import TuneReport
+
+    def measure(c: Candidate) -> LoopFigures:  # the candidate asked for wins; p99 always meets the SLO
+        items = 2000.0 if c == best else 1000.0
+        return LoopFigures(requests_per_s=items, items_per_s=items, p50_ms=1.0, p99_ms=2.0, requests=10, errors=0)
+
+    space = SearchSpace(max_batch_sizes=(16, 32), delays_us=(None, 2000), preferred=(False, True), instances=(1, 2))
+    result = search(space, measure, p99_ms=10.0, grid=True, confirm=0)
+    assert result.best is not None and result.best.candidate == best
+    return TuneReport(
+        model="digits", url="fake", concurrency=1, seconds=1.0, warmup_s=0.0, request_batch_size=1, search=result,
+        seconds_per_measurement=0.0, wall_s=0.0,
+    )  # fmt: skip
+
+
+def test_a_second_tuning_run_keeps_the_first_original_and_its_own_previous_config(tmp_path: Path) -> None:
+    from tritonforge.loadtests.tuner import ORIGINAL_CONFIG_NAME, _claim_out_dir, _write_outputs
+
+    canonical_path = tmp_path / "repo" / "digits" / "config.pbtxt"
+    canonical_path.parent.mkdir(parents=True)
+    canonical_path.write_text(CANONICAL, encoding="utf-8")
+    first_text = canonical_path.read_text(encoding="utf-8")
+
+    for out, winner in ((tmp_path / "run1", TUNED), (tmp_path / "run2", NO_BATCHING)):
+        _claim_out_dir(out, overwrite=False)
+        before = canonical_path.read_text(encoding="utf-8")
+        report = _write_outputs(_report(winner, out), out, canonical_path, read_config(canonical_path), write=True)
+        assert (out / "config.pbtxt.previous").read_text(encoding="utf-8") == before  # this run's previous
+        assert report.files["original_config"] == str(canonical_path.with_name(ORIGINAL_CONFIG_NAME))
+
+    # The original is the config before the FIRST run, not the first run's winner.
+    assert canonical_path.with_name(ORIGINAL_CONFIG_NAME).read_text(encoding="utf-8") == first_text
+    assert read_config(tmp_path / "run2" / "config.pbtxt.previous").max_batch_size == TUNED.max_batch_size
+    assert read_config(canonical_path).max_batch_size == NO_BATCHING.max_batch_size
+
+
+def test_a_tuning_run_into_a_folder_holding_an_earlier_run_is_refused_unless_overwrite(tmp_path: Path) -> None:
+    from tritonforge.errors import ConfigError
+    from tritonforge.loadtests.tuner import _claim_out_dir
+
+    out = tmp_path / "tune"
+    out.mkdir()
+    (out / "trials.csv").write_text("earlier", encoding="utf-8")
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+
+    with pytest.raises(ConfigError, match=r"tune already holds a tuning run \(trials.csv\); pass --overwrite"):
+        _claim_out_dir(out, overwrite=False)
+    assert (out / "trials.csv").read_text(encoding="utf-8") == "earlier"
+
+    _claim_out_dir(out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    _claim_out_dir(tmp_path / "fresh", overwrite=False)
+    assert (tmp_path / "fresh").is_dir()

@@ -136,3 +136,27 @@ def test_a_single_lucky_run_cannot_win() -> None:
     assert result.best.candidate not in lucky
     assert len(result.best.runs) == 2
     assert result.measurements <= SearchSpace().size // 3
+
+
+@pytest.mark.parametrize(("batched_items_per_s", "winner_delay"), [(1900.0, 0), (900.0, None)])
+def test_two_configs_are_each_measured_then_both_confirmed_and_the_measured_faster_wins(
+    batched_items_per_s: float, winner_delay: int | None
+) -> None:
+    # The tuner's integration test's space, on injected figures: the winner follows the measurements, whichever
+    # way they go, and the confirmation round re-measures both finalists.
+    space = SearchSpace(max_batch_sizes=(64,), delays_us=(None, 0), preferred=(False,), instances=(1,))
+    calls: list[Candidate] = []
+
+    def measure(c: Candidate) -> LoopFigures:
+        calls.append(c)
+        return figures(1000.0 if c.max_queue_delay_us is None else batched_items_per_s, 20.0)
+
+    result = search(space, measure, p99_ms=200.0, start=space.start(64), confirm=2)
+
+    plain = Candidate(max_batch_size=64, max_queue_delay_us=None, preferred=False, instances=1)
+    batched = Candidate(max_batch_size=64, max_queue_delay_us=0, preferred=False, instances=1)
+    assert calls[:2] == [plain, batched] and sorted(calls[2:], key=str) == sorted([plain, batched], key=str)
+    assert result.measurements == 4
+    assert result.baseline is not None and result.baseline.candidate == plain
+    assert result.best is not None and result.best.candidate.max_queue_delay_us == winner_delay
+    assert [len(t.runs) for t in result.trials] == [2, 2]
