@@ -15,9 +15,10 @@ The tree:
     ├── ServerError                  the embedded tritonserver did not start or a model did not load
     ├── ClientError                  a gRPC call to Triton failed
     │   ├── InvalidInputError        the request does not match the model's inputs (never retried)
-    │   ├── ServerUnavailableError   nothing answers at the URL (retried with backoff)
-    │   ├── ModelNotReadyError       the model is unknown or not loaded
-    │   ├── InferenceTimeoutError    the call's deadline passed
+    │   ├── ServerUnavailableError   nothing answers at the URL, or it is stopping (retried until the deadline)
+    │   ├── ServerOverloadedError    the model's queue is full: shed load, back off (never retried)
+    │   ├── ModelNotReadyError       the model is unknown or not loaded (retried while it is reloading)
+    │   ├── InferenceTimeoutError    the call's deadline passed (or the server dropped it from its queue)
     │   └── InferenceError           the server ran the request and reported an error
     └── SLOViolationError            a load test missed its service-level objectives
 """
@@ -75,22 +76,40 @@ class InvalidInputError(ClientError):
 
 
 class ServerUnavailableError(ClientError):
-    """No server answered at the given URL."""
+    """No server answered at the given URL, or the one that answered is stopping; retrying may help.
 
-    def __init__(self, url: str, reason: str = "") -> None:
+    Attributes:
+        url: the address that was called.
+        connected: False when no connection could be made at all; such a failure put no load on any server, so it
+            does not draw on the client's retry budget.
+    """
+
+    def __init__(self, url: str, reason: str = "", *, connected: bool = True) -> None:
         self.url = url
-        super().__init__(
-            f"no Triton server answers at {url}{': ' + reason if reason else ''}; "
-            "start one with `tritonforge serve` or check --url"
-        )
+        self.connected = connected
+        why = f": {reason}" if reason else ""
+        if connected:
+            super().__init__(f"the Triton server at {url} is unavailable{why}; it may be stopping or restarting")
+        else:
+            super().__init__(
+                f"no Triton server answers at {url}{why}; start one with `tritonforge serve` or check --url"
+            )
 
 
 class ModelNotReadyError(ClientError):
-    """The model (or the requested version) is unknown to the server or not loaded."""
+    """The model (or the requested version) is unknown to the server or not loaded.
 
-    def __init__(self, model: str, version: str | None = None, reason: str = "") -> None:
+    Attributes:
+        model: the model's name.
+        version: the requested version, or None for the server's latest.
+        transient: the server knows the model but has no version ready right now (unloading or loading, as during a
+            restart or a reload), so retrying may help; False for a model or version the server does not know.
+    """
+
+    def __init__(self, model: str, version: str | None = None, reason: str = "", *, transient: bool = False) -> None:
         self.model = model
         self.version = version
+        self.transient = transient
         which = f"model '{model}'" + (f" version {version}" if version else "")
         super().__init__(
             f"{which} is not ready on the server{': ' + reason if reason else ''}; "
@@ -99,13 +118,43 @@ class ModelNotReadyError(ClientError):
 
 
 class InferenceTimeoutError(ClientError):
-    """The call did not finish before its deadline."""
+    """The call did not finish before its deadline.
 
-    def __init__(self, model: str, timeout_s: float) -> None:
+    Attributes:
+        model: the model's name.
+        timeout_s: the call's deadline in seconds.
+        shed_by_server: the server dropped the request from its queue when the deadline it was sent with passed,
+            instead of running work whose caller had already given up.
+    """
+
+    def __init__(self, model: str, timeout_s: float, *, shed_by_server: bool = False) -> None:
         self.model = model
         self.timeout_s = timeout_s
+        self.shed_by_server = shed_by_server
+        where = " (the server dropped it from the model's queue)" if shed_by_server else ""
         super().__init__(
-            f"inference on '{model}' did not finish within {timeout_s:g} s; raise timeout_s or reduce load"
+            f"inference on '{model}' did not finish within {timeout_s:g} s{where}; raise timeout_s or reduce load"
+        )
+
+
+class ServerOverloadedError(ClientError):
+    """The server refused the request because the model's queue is full; it is never retried.
+
+    Retrying would add load exactly where there is too much: callers should shed or delay work, and operators add
+    capacity or raise the model's max_queue_size.
+
+    Attributes:
+        url: the address that was called.
+        model: the model whose queue is full, if known.
+    """
+
+    def __init__(self, url: str, model: str | None, reason: str = "") -> None:
+        self.url = url
+        self.model = model
+        which = f"model '{model}'" if model is not None else "the server"
+        super().__init__(
+            f"{which} at {url} is overloaded{': ' + reason if reason else ''}; "
+            "send less load or add capacity (instances, replicas, max_queue_size)"
         )
 
 

@@ -12,9 +12,10 @@ environment variables (see ClientSettings). Errors are the ClientError classes o
 from __future__ import annotations
 
 from tritonforge.client.aio import AsyncTritonClient
+from tritonforge.client.base import ModelState
 from tritonforge.client.client import TritonClient
 from tritonforge.client.io import InferJob, InputSpec, OutputFormat, render_outputs, run_infer_job
-from tritonforge.client.retry import Deadline, RetryPolicy
+from tritonforge.client.retry import Deadline, RetryBudget, RetryPolicy
 from tritonforge.client.settings import ClientSettings
 from tritonforge.client.tensors import ModelSignature, TensorInfo, validate_inputs
 from tritonforge.client.transport import AsyncTransport, SyncTransport
@@ -27,7 +28,9 @@ __all__ = [
     "InferJob",
     "InputSpec",
     "ModelSignature",
+    "ModelState",
     "OutputFormat",
+    "RetryBudget",
     "RetryPolicy",
     "SyncTransport",
     "TensorInfo",

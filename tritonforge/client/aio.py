@@ -12,14 +12,17 @@ that created them.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import random
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-from tritonforge.client.base import ClientBase, normalize_version
+from tritonforge.client.base import ClientBase, ModelState, normalize_version, repository_entries
 from tritonforge.client.embedding import (
     EMBEDDING_OUTPUT,
     TEXT_INPUT,
@@ -28,11 +31,11 @@ from tritonforge.client.embedding import (
     join_embeddings,
     text_batch,
 )
-from tritonforge.client.retry import Deadline
+from tritonforge.client.retry import Clock, Deadline
 from tritonforge.client.settings import ClientSettings
 from tritonforge.client.tensors import ModelSignature, TensorInfo
 from tritonforge.client.transport import AsyncTransport, AsyncTransportFactory, grpc_aio_transport
-from tritonforge.errors import InferenceTimeoutError, ServerUnavailableError
+from tritonforge.errors import ClientError, InferenceTimeoutError, ServerUnavailableError
 
 __all__ = ["AsyncTritonClient"]
 
@@ -48,6 +51,9 @@ class AsyncTritonClient(ClientBase):
         url: the server's gRPC address (`host:port` or `dns:///host:port`); overrides `settings.url`.
         settings: base settings; when None they come from `TRITONFORGE_CLIENT_*` variables and defaults.
         transport_factory: builds the object that carries calls (default: `tritonclient.grpc.aio`); tests pass a fake.
+        clock: the monotonic clock deadlines are measured on (tests pass a fake one).
+        sleep: how to wait between retries (default `asyncio.sleep`; tests pass one that advances the fake clock).
+        rng: the random source of the backoff jitter.
         **overrides: any ClientSettings field, e.g. `timeout_s=2.0, retries=0`.
 
     Raises:
@@ -60,9 +66,13 @@ class AsyncTritonClient(ClientBase):
         *,
         settings: ClientSettings | None = None,
         transport_factory: AsyncTransportFactory | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
         **overrides: Any,
     ) -> None:
-        super().__init__(url, settings=settings, **overrides)
+        super().__init__(url, settings=settings, clock=clock, rng=rng, **overrides)
+        self._sleep = sleep
         self._factory = transport_factory or grpc_aio_transport
         self._transport_obj: AsyncTransport | None = None
 
@@ -89,7 +99,7 @@ class AsyncTritonClient(ClientBase):
     async def _call(
         self, fn: Callable[[float], Awaitable[_T]], *, model: str | None, version: str | None, deadline: Deadline
     ) -> _T:
-        """Await `fn(remaining_s)`, retrying UNAVAILABLE with jittered backoff within the deadline."""
+        """Await `fn(remaining_s)`, retrying what may succeed if sent again (jittered backoff) until the deadline."""
         self._check_open()
         attempt = 0
         while True:
@@ -97,13 +107,16 @@ class AsyncTritonClient(ClientBase):
                 raise self._expired_error(model, deadline)
             try:
                 with self._errors(model=model, version=version, deadline=deadline):
-                    return await fn(deadline.remaining_s())
-            except ServerUnavailableError as exc:
-                delay = self._retry_delay(exc, attempt=attempt, deadline=deadline)
+                    result = await fn(deadline.remaining_s())
+            except ClientError as exc:
+                delay = self._after_failure(exc, attempt=attempt, deadline=deadline)
                 if delay is None:
                     raise
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
                 attempt += 1
+            else:
+                self._after_success()
+                return result
 
     async def _signature(self, model: str, version: str | None, deadline: Deadline) -> ModelSignature:
         cached = self._cached_signature(model, version)
@@ -146,6 +159,7 @@ class AsyncTritonClient(ClientBase):
                 outputs=request.outputs,
                 headers=self._headers,
                 client_timeout=t,
+                timeout=self._server_timeout_us(t),
             ),
             model=model,
             version=version,
@@ -198,6 +212,43 @@ class AsyncTritonClient(ClientBase):
         """The largest batch one request may carry; 0 when the model does not batch."""
         return (await self.model_signature(model, version)).max_batch_size
 
+    async def load_model(
+        self, model: str, *, config: str | Mapping[str, Any] | None = None, timeout_s: float | None = None
+    ) -> None:
+        """Load (or reload) a model; see `TritonClient.load_model` for arguments and errors."""
+        text = config if config is None or isinstance(config, str) else json.dumps(config)
+        await self._call(
+            lambda t: self._transport.load_model(model, headers=self._control_headers, config=text, client_timeout=t),
+            model=model,
+            version=None,
+            deadline=self._deadline(timeout_s),
+        )
+        self._forget_model(model)
+
+    async def unload_model(
+        self, model: str, *, unload_dependents: bool = False, timeout_s: float | None = None
+    ) -> None:
+        """Unload a model; see `TritonClient.unload_model` for arguments and errors."""
+        await self._call(
+            lambda t: self._transport.unload_model(
+                model, headers=self._control_headers, unload_dependents=unload_dependents, client_timeout=t
+            ),
+            model=model,
+            version=None,
+            deadline=self._deadline(timeout_s),
+        )
+        self._forget_model(model)
+
+    async def repository_index(self, *, timeout_s: float | None = None) -> list[ModelState]:
+        """Every model in the server's repository with its state; see `TritonClient.repository_index`."""
+        index = await self._call(
+            lambda t: self._transport.get_model_repository_index(headers=self._control_headers, client_timeout=t),
+            model=None,
+            version=None,
+            deadline=self._deadline(timeout_s),
+        )
+        return repository_entries(index)
+
     async def is_server_ready(self) -> bool:
         """Whether the server answers and reports ready; False (not an error) when nothing answers."""
         deadline = self._deadline(None)
@@ -210,7 +261,7 @@ class AsyncTritonClient(ClientBase):
 
     async def wait_until_ready(self, model: str | None = None, *, timeout_s: float = 30.0) -> None:
         """Wait until the server (and `model`, if given) is ready; see `TritonClient.wait_until_ready`."""
-        deadline = Deadline.after(timeout_s=timeout_s)
+        deadline = Deadline.after(timeout_s=timeout_s, clock=self._clock)
         server_ready, reason, attempt = False, "", 0
         while not deadline.expired():
             per_call_s = min(deadline.remaining_s(), self.settings.timeout_s)
@@ -228,6 +279,6 @@ class AsyncTritonClient(ClientBase):
                 reason = "" if server_ready else "the server answers but is not ready"
             except ServerUnavailableError as exc:
                 server_ready, reason = False, str(exc.__cause__ or exc)
-            await asyncio.sleep(self._poll_interval(attempt, deadline))
+            await self._sleep(self._poll_interval(attempt, deadline))
             attempt += 1
         raise self._not_ready_error(model, timeout_s, server_ready=server_ready, reason=reason)

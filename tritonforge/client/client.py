@@ -5,6 +5,11 @@
         logits = client.infer("digits", {"image": batch})["logits"]   # batch: float32 [N, 1, 8, 8]
         vectors = client.embed(["How do I reset my password?", ...])  # float32 [N, 384] from the `minilm` ensemble
 
+Failed calls are retried until their deadline where the request did not run (server unreachable or stopping, model
+reloading), with jittered backoff and a retry budget shared by the client's calls; a full queue is never retried.
+Each infer request tells Triton the time its caller has left, so the server sheds it rather than run it late.
+Model control (`load_model`, `unload_model`, `repository_index`) carries `model_control_header` and nothing else does.
+
 Requests are checked against the model's metadata (fetched once per model and version, then cached) before
 they are sent, so a wrong name, dtype or shape fails at once with InvalidInputError saying what was expected.
 `embed` is the text model's convenience call: strings go as a BYTES tensor [N, 1] through the same checked `infer`
@@ -14,7 +19,9 @@ Works under gevent (Locust) once `grpc.experimental.gevent.init_gevent()` has ru
 
 from __future__ import annotations
 
+import json
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -22,7 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from tritonforge.client.base import ClientBase, normalize_version
+from tritonforge.client.base import ClientBase, ModelState, normalize_version, repository_entries
 from tritonforge.client.embedding import (
     EMBEDDING_OUTPUT,
     TEXT_INPUT,
@@ -31,11 +38,11 @@ from tritonforge.client.embedding import (
     join_embeddings,
     text_batch,
 )
-from tritonforge.client.retry import Deadline
+from tritonforge.client.retry import Clock, Deadline
 from tritonforge.client.settings import ClientSettings
 from tritonforge.client.tensors import ModelSignature, TensorInfo
 from tritonforge.client.transport import SyncTransportFactory, grpc_transport
-from tritonforge.errors import InferenceTimeoutError, ServerUnavailableError
+from tritonforge.errors import ClientError, InferenceTimeoutError, ServerUnavailableError
 
 __all__ = ["EMBEDDING_OUTPUT", "TEXT_INPUT", "TEXT_MODEL", "TritonClient"]
 
@@ -51,6 +58,9 @@ class TritonClient(ClientBase):
         url: the server's gRPC address (`host:port` or `dns:///host:port`); overrides `settings.url`.
         settings: base settings; when None they come from `TRITONFORGE_CLIENT_*` variables and defaults.
         transport_factory: builds the object that carries calls (default: `tritonclient.grpc`); tests pass a fake.
+        clock: the monotonic clock deadlines are measured on (tests pass a fake one).
+        sleep: how to wait between retries (tests pass one that advances the fake clock).
+        rng: the random source of the backoff jitter.
         **overrides: any ClientSettings field, e.g. `timeout_s=2.0, retries=0, headers={...}`.
 
     Raises:
@@ -63,9 +73,13 @@ class TritonClient(ClientBase):
         *,
         settings: ClientSettings | None = None,
         transport_factory: SyncTransportFactory | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
         **overrides: Any,
     ) -> None:
-        super().__init__(url, settings=settings, **overrides)
+        super().__init__(url, settings=settings, clock=clock, rng=rng, **overrides)
+        self._sleep = sleep
         self._transport = (transport_factory or grpc_transport)(self.settings)
 
     def __enter__(self) -> TritonClient:
@@ -81,7 +95,7 @@ class TritonClient(ClientBase):
             self._transport.close()
 
     def _call(self, fn: Callable[[float], _T], *, model: str | None, version: str | None, deadline: Deadline) -> _T:
-        """Run `fn(remaining_s)`, retrying UNAVAILABLE with jittered backoff within the deadline."""
+        """Run `fn(remaining_s)`, retrying what may succeed if sent again (jittered backoff) until the deadline."""
         self._check_open()
         attempt = 0
         while True:
@@ -89,13 +103,16 @@ class TritonClient(ClientBase):
                 raise self._expired_error(model, deadline)
             try:
                 with self._errors(model=model, version=version, deadline=deadline):
-                    return fn(deadline.remaining_s())
-            except ServerUnavailableError as exc:
-                delay = self._retry_delay(exc, attempt=attempt, deadline=deadline)
+                    result = fn(deadline.remaining_s())
+            except ClientError as exc:
+                delay = self._after_failure(exc, attempt=attempt, deadline=deadline)
                 if delay is None:
                     raise
-                time.sleep(delay)
+                self._sleep(delay)
                 attempt += 1
+            else:
+                self._after_success()
+                return result
 
     def _signature(self, model: str, version: str | None, deadline: Deadline) -> ModelSignature:
         cached = self._cached_signature(model, version)
@@ -140,8 +157,9 @@ class TritonClient(ClientBase):
         Raises:
             InvalidInputError: the request does not match the model (checked before sending, or by the server).
             ModelNotReadyError: the model or version is unknown or not loaded.
-            ServerUnavailableError: no server answered, after the allowed retries.
-            InferenceTimeoutError: the deadline passed.
+            ServerUnavailableError: no server answered before the deadline (or the retry budget is spent).
+            ServerOverloadedError: the model's queue is full (not retried).
+            InferenceTimeoutError: the deadline passed, or the server dropped the request from its queue at it.
             InferenceError: the server failed while running the request.
         """
         version = normalize_version(version)
@@ -156,6 +174,7 @@ class TritonClient(ClientBase):
                 outputs=request.outputs,
                 headers=self._headers,
                 client_timeout=t,
+                timeout=self._server_timeout_us(t),
             ),
             model=model,
             version=version,
@@ -225,6 +244,77 @@ class TritonClient(ClientBase):
         """The largest batch one request may carry; 0 when the model does not batch."""
         return self.model_signature(model, version).max_batch_size
 
+    def load_model(
+        self, model: str, *, config: str | Mapping[str, Any] | None = None, timeout_s: float | None = None
+    ) -> None:
+        """Load (or reload) a model on a server in explicit model-control mode; returns once it is loaded.
+
+        Args:
+            model: the model's name in the server's repository.
+            config: a model config in Triton's JSON form (a string or a mapping) to load instead of config.pbtxt.
+            timeout_s: deadline of the call (default: settings); loading a large model can take longer than inference.
+
+        Raises:
+            ClientError: the server restricts model control and `model_control_header` is missing or wrong.
+            InferenceError: the server could not load the model (the message has its reason).
+            ServerUnavailableError: no server answered before the deadline.
+        """
+        text = config if config is None or isinstance(config, str) else json.dumps(config)
+        deadline = self._deadline(timeout_s)
+        self._call(
+            lambda t: self._transport.load_model(model, headers=self._control_headers, config=text, client_timeout=t),
+            model=model,
+            version=None,
+            deadline=deadline,
+        )
+        self._forget_model(model)
+
+    def unload_model(self, model: str, *, unload_dependents: bool = False, timeout_s: float | None = None) -> None:
+        """Unload a model on a server in explicit model-control mode.
+
+        Args:
+            model: the model's name.
+            unload_dependents: also unload the models it depends on (an ensemble's steps).
+            timeout_s: deadline of the call (default: settings).
+
+        Raises:
+            ClientError: the server restricts model control and `model_control_header` is missing or wrong.
+            InferenceError: the server refused to unload it.
+            ServerUnavailableError: no server answered before the deadline.
+        """
+        deadline = self._deadline(timeout_s)
+        self._call(
+            lambda t: self._transport.unload_model(
+                model, headers=self._control_headers, unload_dependents=unload_dependents, client_timeout=t
+            ),
+            model=model,
+            version=None,
+            deadline=deadline,
+        )
+        self._forget_model(model)
+
+    def repository_index(self, *, timeout_s: float | None = None) -> list[ModelState]:
+        """Every model in the server's repository, loaded or not, with its state.
+
+        Args:
+            timeout_s: deadline of the call (default: settings).
+
+        Returns:
+            One entry per model version the server knows (a model never loaded has version "" and state "").
+
+        Raises:
+            ClientError: the server restricts model control and `model_control_header` is missing or wrong.
+            ServerUnavailableError: no server answered before the deadline.
+        """
+        deadline = self._deadline(timeout_s)
+        index = self._call(
+            lambda t: self._transport.get_model_repository_index(headers=self._control_headers, client_timeout=t),
+            model=None,
+            version=None,
+            deadline=deadline,
+        )
+        return repository_entries(index)
+
     def is_server_ready(self) -> bool:
         """Whether the server answers and reports ready; False (not an error) when nothing answers."""
         deadline = self._deadline(None)
@@ -246,7 +336,7 @@ class TritonClient(ClientBase):
             ServerUnavailableError: the server did not answer ready within timeout_s.
             ModelNotReadyError: the server is ready but the model did not become ready within timeout_s.
         """
-        deadline = Deadline.after(timeout_s=timeout_s)
+        deadline = Deadline.after(timeout_s=timeout_s, clock=self._clock)
         server_ready, reason, attempt = False, "", 0
         while not deadline.expired():
             per_call_s = min(deadline.remaining_s(), self.settings.timeout_s)
@@ -264,6 +354,6 @@ class TritonClient(ClientBase):
                 reason = "" if server_ready else "the server answers but is not ready"
             except ServerUnavailableError as exc:
                 server_ready, reason = False, str(exc.__cause__ or exc)
-            time.sleep(self._poll_interval(attempt, deadline))
+            self._sleep(self._poll_interval(attempt, deadline))
             attempt += 1
         raise self._not_ready_error(model, timeout_s, server_ready=server_ready, reason=reason)

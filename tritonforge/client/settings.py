@@ -5,7 +5,9 @@
     settings = ClientSettings()
     client = TritonClient(settings=settings)
 
-Every field maps to one environment variable (`TRITONFORGE_CLIENT_<FIELD>`); `headers` takes a JSON object.
+Every field maps to one environment variable (`TRITONFORGE_CLIENT_<FIELD>`); `headers` takes a JSON object and
+`model_control_header` a JSON pair, e.g. '["triton-grpc-protocol-admin-key", "..."]'. Header values are secrets
+(pydantic SecretStr): they never show in a repr, a log line or an error message.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tritonforge.errors import ConfigError
@@ -38,14 +40,34 @@ class ClientSettings(BaseSettings):
     timeout_s: float = Field(default=10.0, gt=0)
     """Deadline of one call in seconds, retries and metadata look-ups included."""
 
-    retries: int = Field(default=3, ge=0)
-    """Extra attempts after an UNAVAILABLE answer; 0 disables retrying. Other errors are never retried."""
+    retries: int | None = Field(default=None, ge=0)
+    """Optional cap on retries of one call; None (default) retries until the deadline, 0 never retries.
+
+    Retried: a server that is unreachable or stopping (UNAVAILABLE) and a model it is reloading (NOT_FOUND "has no
+    available versions"), where the request did not run. Never retried: a full queue, a bad request, an unknown
+    model. Why no small fixed count: a tritonserver restart takes seconds, and three quick retries gave up after
+    0.2 s on callers who would have waited their whole 10 s; `retry_max_tokens` bounds the load instead."""
 
     backoff_s: float = Field(default=0.05, ge=0)
     """Base of the exponential backoff between retries; each wait is drawn uniformly up to base * 2**attempt."""
 
-    backoff_max_s: float = Field(default=2.0, ge=0)
-    """Cap on one backoff wait, so that a long retry chain never sleeps longer than this at a time."""
+    backoff_max_s: float = Field(default=1.0, ge=0)
+    """Cap on one backoff wait: a server that came back is found within about this long."""
+
+    retry_max_tokens: float = Field(default=10.0, gt=0, le=1000)
+    """Size of the client's retry budget (gRPC retry throttling): each failure a server answered costs one token,
+    retries stop while half or fewer are left, so a server failing every call gets about one attempt per request."""
+
+    retry_token_ratio: float = Field(default=1.0, gt=0, le=1)
+    """Tokens each success returns to the retry budget. 1.0 lets retries keep up while one of N >= 2 servers behind
+    round robin restarts (about 1/N of first attempts fail; the budget holds while ratio >= 1/(N-1))."""
+
+    server_timeout_margin_s: float = Field(default=0.05, ge=0)
+    """How much earlier than the client's own deadline the server is told to give up (`timeout` of the request, used
+    by models whose queue policy allows the override): the server rejects a request still queued when its caller's
+    time is up, and the answer arrives before the client's deadline would cancel the call (client cancellation races
+    crashed tritonserver 2.51's gRPC front end, triton-inference-server/server#7368). Never more than half the time
+    left."""
 
     tls: bool = False
     """Use a TLS channel; without `root_certificates` the system's trusted roots verify the server."""
@@ -59,8 +81,15 @@ class ClientSettings(BaseSettings):
     certificate_chain: Path | None = None
     """PEM certificate chain of the client, for mutual TLS (TLS only)."""
 
-    headers: dict[str, str] = Field(default_factory=dict)
-    """Metadata headers sent with every call, e.g. `{"authorization": "Bearer ..."}` for an auth proxy."""
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    """Metadata headers sent with every call, e.g. `{"authorization": "Bearer ..."}` for an auth proxy; the values
+    are secrets. gRPC metadata names are lowercase."""
+
+    model_control_header: tuple[str, SecretStr] | None = None
+    """(name, value) of the header Triton's restricted protocol expects, sent only with model-control calls (load,
+    unload, repository index). For `--grpc-restricted-protocol=model-repository:KEY=VALUE` the name is
+    `triton-grpc-protocol-KEY` (Triton adds that prefix on gRPC); servers started by tritonforge use
+    `triton-grpc-protocol-tritonforge-model-control-key` and $TRITONFORGE_MODEL_CONTROL_KEY."""
 
     keepalive_time_s: float | None = Field(default=None, gt=0)
     """Send an HTTP/2 keepalive ping after this many idle seconds, so that idle load balancers keep the connection."""
@@ -69,7 +98,8 @@ class ClientSettings(BaseSettings):
     """How long to wait for a keepalive ping's answer before the connection is considered dead."""
 
     round_robin: bool = False
-    """Spread calls over every resolved address (`grpc.lb_policy_name=round_robin`), for `dns:///` URLs."""
+    """Spread calls over every resolved address (`grpc.lb_policy_name=round_robin`), for `dns:///host:port` or a
+    list such as `ipv4:10.0.0.1:8001,10.0.0.2:8001`; a retry then goes to the next server."""
 
     @field_validator("url")
     @classmethod
@@ -82,6 +112,22 @@ class ClientSettings(BaseSettings):
         if not url:
             raise ValueError("the URL is empty; give the gRPC address as host:port")
         return url
+
+    @field_validator("headers")
+    @classmethod
+    def _check_header_names(cls, headers: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name in headers:
+            _check_header_name(name)
+        return headers
+
+    @field_validator("model_control_header")
+    @classmethod
+    def _check_control_header(cls, header: tuple[str, SecretStr] | None) -> tuple[str, SecretStr] | None:
+        if header is not None:
+            _check_header_name(header[0])
+            if not header[1].get_secret_value():
+                raise ValueError(f"model_control_header '{header[0]}' has an empty value; give the server's key")
+        return header
 
     @model_validator(mode="after")
     def _check_tls_files(self) -> ClientSettings:
@@ -96,6 +142,11 @@ class ClientSettings(BaseSettings):
         if (self.private_key is None) != (self.certificate_chain is None):
             raise ValueError("mutual TLS needs both private_key and certificate_chain; set both or neither")
         return self
+
+
+def _check_header_name(name: str) -> None:
+    if not name or name != name.strip().lower():
+        raise ValueError(f"header name {name!r} must be non-empty and lowercase (gRPC metadata names are lowercase)")
 
 
 def load_settings(settings: ClientSettings | None = None, **overrides: Any) -> ClientSettings:
@@ -122,7 +173,8 @@ def load_settings(settings: ClientSettings | None = None, **overrides: Any) -> C
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
         )
-        raise ConfigError(f"invalid client settings: {problems}") from exc
+        # `from None`: a ValidationError prints the raw input, and that may hold a header's secret value.
+        raise ConfigError(f"invalid client settings: {problems}") from None
 
 
 def channel_args(settings: ClientSettings) -> list[tuple[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,38 @@ class FakeRpcError(grpc.RpcError):
 
     def details(self) -> str:
         return self._details
+
+
+# Messages as the embedded tritonserver 2.51 and gRPC core send them (read from real answers).
+CONNECT_REFUSED = (
+    "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:8001: "
+    "Failed to connect to remote host: Connection refused"
+)
+SERVER_STOPPING = "Server is stopping to serve requests."
+RELOADING = "Request for unknown model: 'digits' has no available versions"
+UNKNOWN_MODEL = "Request for unknown model: 'digits' is not found"
+QUEUE_FULL = "[request id: <id_unknown>] Exceeds maximum queue size"
+SHED = "Request timeout expired"
+RESTRICTED = "This protocol is restricted, expecting header 'triton-grpc-protocol-admin-key'"
+
+
+@dataclass
+class FakeClock:
+    """A monotonic clock that only moves when the client sleeps (or a test says so)."""
+
+    now: float = 1000.0
+    sleeps: list[float] = field(default_factory=list)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    async def async_sleep(self, seconds: float) -> None:
+        self.sleep(seconds)
 
 
 def digits_metadata() -> service_pb2.ModelMetadataResponse:
@@ -72,10 +105,16 @@ class FakeTriton:
     failures: dict[str, list[BaseException]] = field(default_factory=dict)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     closed: bool = False
+    outage: Callable[[str], BaseException | None] | None = None
+    index: list[tuple[str, str, str, str]] = field(default_factory=lambda: [(DIGITS, "1", "READY", "")])
 
     def fail(self, method: str, *errors: BaseException) -> None:
         """Make the next calls of `method` raise these errors, in order, before it answers normally."""
         self.failures.setdefault(method, []).extend(errors)
+
+    def fail_until(self, clock: FakeClock, until: float, make_error: Callable[[], BaseException]) -> None:
+        """Make every call fail with a fresh `make_error()` while `clock` reads less than `until` (an outage)."""
+        self.outage = lambda method: make_error() if clock() < until else None
 
     def count(self, method: str) -> int:
         return sum(1 for name, _ in self.calls if name == method)
@@ -87,6 +126,9 @@ class FakeTriton:
         pending = self.failures.get(method)
         if pending:
             raise pending.pop(0)
+        failure = self.outage(method) if self.outage is not None else None
+        if failure is not None:
+            raise failure
 
     def _model(self, model_name: str, model_version: str) -> tuple[Any, Any]:
         if model_name not in self.models or model_version not in ("", "1"):
@@ -137,6 +179,31 @@ class FakeTriton:
         )
         return InferResult(response)
 
+    def load_model(
+        self, model_name: str, headers: Any = None, config: Any = None, files: Any = None, client_timeout: Any = None
+    ) -> None:
+        self._enter("load_model", model_name=model_name, headers=headers, config=config, client_timeout=client_timeout)
+
+    def unload_model(
+        self, model_name: str, headers: Any = None, unload_dependents: bool = False, client_timeout: Any = None
+    ) -> None:
+        self._enter(
+            "unload_model",
+            model_name=model_name,
+            headers=headers,
+            unload_dependents=unload_dependents,
+            client_timeout=client_timeout,
+        )
+
+    def get_model_repository_index(
+        self, headers: Any = None, as_json: bool = False, client_timeout: Any = None
+    ) -> service_pb2.RepositoryIndexResponse:
+        self._enter("get_model_repository_index", headers=headers, client_timeout=client_timeout)
+        Entry = service_pb2.RepositoryIndexResponse.ModelIndex  # noqa: N806
+        return service_pb2.RepositoryIndexResponse(
+            models=[Entry(name=n, version=v, state=s, reason=r) for n, v, s, r in self.index]
+        )
+
     def close(self) -> None:
         self.closed = True
 
@@ -161,6 +228,15 @@ class AsyncFakeTriton:
 
     async def infer(self, model_name: str, inputs: Any, **kwargs: Any) -> InferResult:
         return self.fake.infer(model_name, inputs, **kwargs)
+
+    async def load_model(self, model_name: str, **kwargs: Any) -> None:
+        self.fake.load_model(model_name, **kwargs)
+
+    async def unload_model(self, model_name: str, **kwargs: Any) -> None:
+        self.fake.unload_model(model_name, **kwargs)
+
+    async def get_model_repository_index(self, **kwargs: Any) -> service_pb2.RepositoryIndexResponse:
+        return self.fake.get_model_repository_index(**kwargs)
 
     async def close(self) -> None:
         self.fake.close()

@@ -18,6 +18,8 @@ def test_client_settings_reads_every_kind_of_field_when_env_vars_set(monkeypatch
     monkeypatch.setenv("TRITONFORGE_CLIENT_TLS", "true")
     monkeypatch.setenv("TRITONFORGE_CLIENT_ROOT_CERTIFICATES", str(ca))
     monkeypatch.setenv("TRITONFORGE_CLIENT_HEADERS", '{"authorization": "Bearer t0ken"}')
+    monkeypatch.setenv("TRITONFORGE_CLIENT_MODEL_CONTROL_HEADER", '["triton-grpc-protocol-admin-key", "s3cret"]')
+    monkeypatch.setenv("TRITONFORGE_CLIENT_RETRY_MAX_TOKENS", "20")
     monkeypatch.setenv("TRITONFORGE_CLIENT_KEEPALIVE_TIME_S", "30")
     monkeypatch.setenv("TRITONFORGE_CLIENT_ROUND_ROBIN", "1")
     settings = ClientSettings()
@@ -26,15 +28,29 @@ def test_client_settings_reads_every_kind_of_field_when_env_vars_set(monkeypatch
     assert settings.retries == 0
     assert settings.tls is True
     assert settings.root_certificates == ca
-    assert settings.headers == {"authorization": "Bearer t0ken"}
+    assert {name: value.get_secret_value() for name, value in settings.headers.items()} == {
+        "authorization": "Bearer t0ken"
+    }
+    assert settings.model_control_header is not None
+    assert settings.model_control_header[0] == "triton-grpc-protocol-admin-key"
+    assert settings.model_control_header[1].get_secret_value() == "s3cret"
+    assert settings.retry_max_tokens == 20.0
     assert settings.keepalive_time_s == 30.0
     assert settings.round_robin is True
 
 
 def test_client_settings_uses_documented_defaults_when_env_empty() -> None:
     settings = ClientSettings()
-    assert (settings.url, settings.timeout_s, settings.retries, settings.backoff_s) == ("127.0.0.1:8001", 10.0, 3, 0.05)
+    assert (settings.url, settings.timeout_s, settings.retries, settings.backoff_s) == (
+        "127.0.0.1:8001",
+        10.0,
+        None,
+        0.05,
+    )
+    assert (settings.backoff_max_s, settings.retry_max_tokens, settings.retry_token_ratio) == (1.0, 10.0, 1.0)
+    assert settings.server_timeout_margin_s == 0.05
     assert (settings.tls, settings.headers, settings.keepalive_time_s, settings.round_robin) == (False, {}, None, False)
+    assert settings.model_control_header is None
 
 
 def test_client_settings_has_docstring_when_field_declared() -> None:
@@ -98,3 +114,28 @@ def test_channel_args_leaves_lb_and_keepalive_to_grpc_when_not_asked() -> None:
     args = dict(channel_args(ClientSettings()))
     assert "grpc.lb_policy_name" not in args
     assert "grpc.keepalive_time_ms" not in args
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"retry_max_tokens": 0}, "retry_max_tokens"),
+        ({"retry_max_tokens": 5000}, "retry_max_tokens"),
+        ({"retry_token_ratio": 1.5}, "retry_token_ratio"),
+        ({"retries": -1}, "retries"),
+        ({"server_timeout_margin_s": -0.1}, "server_timeout_margin_s"),
+        ({"headers": {"Authorization": "x"}}, "lowercase"),
+        ({"model_control_header": ("admin-key", "")}, "empty value"),
+    ],
+)
+def test_load_settings_raises_config_error_when_retry_or_header_setting_invalid(overrides, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(**overrides)
+
+
+def test_load_settings_keeps_secrets_when_overriding_other_fields() -> None:
+    base = ClientSettings(headers={"authorization": "Bearer t0ken"}, model_control_header=("k", "v"))
+    settings = load_settings(base, timeout_s=1.0)
+    assert settings.headers["authorization"].get_secret_value() == "Bearer t0ken"
+    assert settings.model_control_header is not None
+    assert settings.model_control_header[1].get_secret_value() == "v"

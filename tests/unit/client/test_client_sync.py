@@ -138,14 +138,6 @@ def test_infer_never_retries_when_status_not_unavailable(client, fake, code, exp
     assert fake.count("infer") == 1
 
 
-def test_infer_stops_retrying_when_deadline_passes(factory, fake: FakeTriton) -> None:
-    client = TritonClient("127.0.0.1:8001", transport_factory=factory, retries=1000, backoff_s=0.01, backoff_max_s=0.01)
-    fake.fail("get_model_metadata", *[server_error(UNAVAILABLE) for _ in range(100_000)])
-    with pytest.raises((ServerUnavailableError, InferenceTimeoutError)):
-        client.infer(DIGITS, {"image": images()}, timeout_s=0.2)
-    assert fake.count("get_model_metadata") < 1000
-
-
 def test_model_metadata_methods_report_signature_when_model_known(client: TritonClient, fake: FakeTriton) -> None:
     assert client.model_inputs(DIGITS) == [TensorInfo("image", "FP32", (-1, 1, 8, 8))]
     assert client.model_outputs(DIGITS) == [TensorInfo("logits", "FP32", (-1, 10))]
