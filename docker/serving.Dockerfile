@@ -1,5 +1,11 @@
 # Serving image: the NGC Triton release that k8s/base pins, plus what our models need, run as non-root.
 #
+# Release 25.04 (Triton 2.57.0) is the first with both fixes for the gRPC request-cancellation crash (SIGSEGV under
+# overload when clients cancel or time out): server#7840 (issue #7368, in 24.12 = 2.53) and server#8078 (issue #8034,
+# in 25.04 = 2.57; 25.01-25.03 still crash). 25.04 needs a driver >= 575 (or a data-center R470/R525/R535/R545) and a
+# GPU of compute capability >= 7.5 (Turing or newer; no V100). The embedded server the tests run is 2.51 (24.10):
+# tests/unit/k8s/test_k8s_contract.py checks every flag against both.
+#
 # Two targets, one file (build from the repository root; .dockerignore keeps the context to what is copied):
 #   storage  repository-from-storage at start: no models inside, MODEL_REPOSITORY names an s3://, gs://, as://
 #            URL or a mounted folder (small image, one image for every model release; what compose.yaml runs)
@@ -13,10 +19,11 @@
 # The server flags (CMD) are the Deployment's (k8s/base/deployment.yaml); tests/unit/k8s/test_k8s_containers.py
 # checks that they stay equal.
 
-FROM nvcr.io/nvidia/tritonserver:24.10-py3 AS storage
+FROM nvcr.io/nvidia/tritonserver:25.04-py3 AS storage
 
 # The python-backend tokenizer model (model_repository/minilm_tokenizer) imports `tokenizers`; the NGC image has
-# numpy but not tokenizers. Installed into the image's python 3.10, which the python backend stub runs.
+# numpy but not tokenizers. Installed into the image's python 3.12 (Ubuntu 24.04), which the python backend stub runs;
+# the image sets PIP_BREAK_SYSTEM_PACKAGES=1 (Triton's build.py), so pip may install into the system Python.
 RUN pip3 install --no-cache-dir tokenizers==0.23.3
 
 # The NGC image's non-root user (Triton's build.py creates triton-server with uid/gid 1000; the Deployment's

@@ -8,7 +8,9 @@
 # and CUDA for `tritonforge gpu build-engine`.
 
 ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
-ARG TENSORRT_IMAGE=nvcr.io/nvidia/tensorrt:24.10-py3
+# The same NGC release as the serving image (docker/serving.Dockerfile): one release month, one TensorRT version, so
+# the engines this image builds deserialise in that Triton.
+ARG TENSORRT_IMAGE=nvcr.io/nvidia/tensorrt:25.04-py3
 
 FROM ${PYTHON_IMAGE} AS wheel
 WORKDIR /src
@@ -18,9 +20,11 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM ${TENSORRT_IMAGE} AS trt
 ARG VERSION=0.1.0
+# 25.04 is Ubuntu 24.04, whose system Python refuses pip installs (PEP 668) unless told otherwise.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_BREAK_SYSTEM_PACKAGES=1 \
     HOME=/tmp
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     pip install --no-cache-dir "/wheels/tritonforge-${VERSION}-py3-none-any.whl"

@@ -120,7 +120,8 @@ def test_every_ignored_rule_is_justified() -> None:
 def test_serving_image_runs_the_deployment_server_as_its_user_on_its_ports() -> None:
     stages = _stages(DOCKER / "serving.Dockerfile")
     storage, container = stages["storage"], _deployment_container()
-    assert _one(storage, "FROM").split()[0] == "nvcr.io/nvidia/tritonserver:24.10-py3"
+    # 25.04 (Triton 2.57): the first release with both gRPC cancellation-crash fixes (server#7840, #8078)
+    assert _one(storage, "FROM").split()[0] == "nvcr.io/nvidia/tritonserver:25.04-py3"
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
     built = {s["image"] for s in compose.values() if s.get("build", {}).get("target") == "storage"}
     assert container["image"] in built  # the Deployment runs the image the storage target builds
@@ -175,6 +176,14 @@ def test_tools_images_are_the_ones_k8s_jobs_name() -> None:
         assert json.loads(_one(stage, "ENTRYPOINT")) == ["tritonforge"]
         assert "tritonforge-${VERSION}-py3-none-any.whl" in _one(stage, "RUN")
         assert f"VERSION={version}" in _one(stage, "ARG")
+
+
+def test_engines_are_built_with_the_serving_images_tensorrt() -> None:
+    """An engine only deserialises in the TensorRT it was built with; one NGC release month ships one TensorRT."""
+    serving = _one(_stages(DOCKER / "serving.Dockerfile")["storage"], "FROM").split()[0]
+    trt = _one(_stages(DOCKER / "tools.Dockerfile")["trt"], "FROM")
+    release = serving.rsplit(":", 1)[1]
+    assert trt == f"nvcr.io/nvidia/tensorrt:{release}", (serving, trt)
 
 
 def test_tools_image_installs_the_loadtest_extra_and_never_torch() -> None:
@@ -266,6 +275,19 @@ def test_prometheus_scrapes_triton_metrics_every_5s_and_grafana_reads_it() -> No
     assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
     env = services["grafana"]["environment"]
     assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true" and env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+
+
+def test_no_secret_has_a_default_value_in_compose() -> None:
+    """Grafana's admin password comes from a required variable: `${VAR:?message}` stops compose when it is unset."""
+    grafana = _compose()["services"]["grafana"]["environment"]
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?[^}$]+\}", grafana["GF_SECURITY_ADMIN_PASSWORD"])
+    for name, svc in _compose()["services"].items():
+        env = svc.get("environment") or {}
+        items = env.items() if isinstance(env, dict) else (e.partition("=")[::2] for e in env)
+        for key, value in items:
+            if re.search(r"PASSWORD|SECRET|TOKEN|_KEY", key) and not key.endswith("__FILE"):
+                assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", str(value)), f"{name}: {key} has a literal or default value"
+    assert ":-admin" not in (ROOT / "compose.yaml").read_text()
 
 
 def test_rule_files_compose_loads_are_plain_prometheus_rules() -> None:

@@ -1,6 +1,7 @@
 """The manifests agree with the code they deploy: Triton's flags and health paths as the launcher and the real
-tritonserver (2.51, the pinned image's release) know them, the client's gRPC port, the HPA's metric and the
-prometheus-adapter rule, the tritonforge CLI flags the Jobs pass, and the SLO file the load test reads."""
+tritonservers know them (the embedded 2.51 the tests run, and 2.57 = NGC 25.04, the release the image pins), the
+client's gRPC port, the HPA's metric and the prometheus-adapter rule, the tritonforge CLI flags the Jobs pass, and the
+SLO file the load test reads."""
 
 from __future__ import annotations
 
@@ -19,9 +20,14 @@ from tritonforge.cli.main import app
 from tritonforge.client.settings import ClientSettings
 from tritonforge.loadtests.slo import load_model_slo
 from tritonforge.serving.launcher import EmbeddedTriton, ServerOptions
+from tritonforge.serving.model_control import ModelControlKey
 from tritonforge.serving.server_install import ServerInstall, resolve_install
 
 SERVING = ("overlays/gpu", "overlays/cpu", "overlays/canary")
+PINNED_RELEASE, PINNED_VERSION = "25.04", "2.57.0"  # NGC release of docker/serving.Dockerfile and its Triton version
+PINNED_FLAGS = Path(__file__).with_name(f"tritonserver_{PINNED_VERSION}_flags.txt")
+NEW_IN_PINNED: set[str] = set()
+"""Flags the manifests may use that the embedded 2.51 lacks (each one untested by the integration tests): none."""
 
 
 def _triton(target: str, name: str = "triton") -> dict[str, Any]:
@@ -32,14 +38,63 @@ def _flags(args: list[str]) -> dict[str, str]:
     return dict(arg.split("=", 1) for arg in args)
 
 
-def test_args_are_flags_the_real_tritonserver_accepts() -> None:
+def _embedded_flags() -> set[str]:
     install = resolve_install(None)
     result = subprocess.run(
         [str(install.binary), "--help"], env=install.environment(), capture_output=True, text=True, timeout=30
     )
-    known = set(re.findall(r"^\s*(--[a-z][a-z0-9-]+)", result.stdout + result.stderr, flags=re.MULTILINE))
+    known = set(re.findall(r"^  (--[a-z][a-z0-9-]+)", result.stdout + result.stderr, flags=re.MULTILINE))
     assert "--grpc-max-connection-age" in known  # the help text was read
-    assert set(_flags(_triton("overlays/gpu")["args"])) - known == set()
+    return known
+
+
+def _pinned_flags() -> set[str]:
+    lines = PINNED_FLAGS.read_text().splitlines()
+    return {line for line in lines if line.startswith("--")}
+
+
+def test_args_are_flags_both_real_tritonservers_accept() -> None:
+    """Every flag exists in the embedded 2.51 (what the tests run) and in 2.57 (what the image runs)."""
+    embedded, pinned = _embedded_flags(), _pinned_flags()
+    used = set(_flags(_triton("overlays/gpu")["args"]))
+    assert used - pinned == set(), "flags the pinned Triton does not have"
+    assert used - embedded == NEW_IN_PINNED, "flags the tests cannot exercise on the embedded 2.51"
+    assert embedded - pinned == set(), "2.57 dropped a flag 2.51 has"  # the recorded list is a superset: honest
+
+
+def test_the_flag_list_is_the_pinned_images_release() -> None:
+    stages = (K8S.parent / "docker" / "serving.Dockerfile").read_text()
+    assert f"FROM nvcr.io/nvidia/tritonserver:{PINNED_RELEASE}-py3 AS storage" in stages
+    assert f"tritonserver {PINNED_VERSION} (NGC {PINNED_RELEASE}" in PINNED_FLAGS.read_text()
+
+
+def test_the_launchers_safety_flags_exist_in_both_servers(tmp_path: Path) -> None:
+    """--server-binary may point at the NGC image's tritonserver: loopback and restricted model control work there."""
+    install = ServerInstall(binary=Path("tritonserver"), backend_directory=None, backends=frozenset())
+    server = EmbeddedTriton(ServerOptions(repository=Path("/models"), model_control_mode="explicit"))
+    server.model_control_key = ModelControlKey.generate()
+    flags = {arg.split("=", 1)[0] for arg in server._command(install)[1:]}
+    assert {"--grpc-address", "--http-address", "--metrics-address", "--grpc-restricted-protocol"} <= flags
+    assert flags - _embedded_flags() == set() and flags - _pinned_flags() == set()
+
+
+@pytest.mark.parametrize("target", SERVING)
+def test_model_control_is_off_or_guarded_by_a_key_from_a_secret(target: str) -> None:
+    """Today every pod runs --model-control-mode=none; should one turn it on, the key must come from a Secret."""
+    deployments = [obj for obj in render(target) if obj["kind"] == "Deployment"]
+    assert deployments
+    for deployment in deployments:
+        triton = container(deployment)
+        flags = _flags(triton["args"])
+        if flags["--model-control-mode"] == "none":
+            assert not any(f in flags for f in ("--grpc-restricted-protocol", "--http-restricted-api"))
+            continue
+        env = {e["name"]: e for e in triton["env"]}
+        for flag in ("--grpc-restricted-protocol", "--http-restricted-api"):
+            categories, _, rest = flags[flag].partition(":")
+            assert "model-repository" in categories.split(","), flag
+            variable = re.fullmatch(r"[a-z0-9-]+=\$\((\w+)\)", rest)
+            assert variable and "secretKeyRef" in env[variable.group(1)]["valueFrom"], flag
 
 
 def test_args_agree_with_the_launcher() -> None:
