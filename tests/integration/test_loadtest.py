@@ -4,7 +4,6 @@ Locust process that always ends by itself."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from tritonforge.cli.loadtest import loadtest
-from tritonforge.errors import SLOViolationError
+from tritonforge.errors import ConfigError, SLOViolationError
 from tritonforge.loadtests.runner import LoadTestConfig, run_loadtest
 from tritonforge.loadtests.slo import SLOSpec
 
@@ -49,23 +48,21 @@ def _summary(out: Path) -> dict[str, Any]:
 def test_loadtest_passes_and_ends_by_itself_when_slo_is_lenient(
     app: typer.Typer, triton_server: Any, tmp_path: Path
 ) -> None:
-    slo = _slo_file(tmp_path, "  p99_ms: 2000\n  max_error_ratio: 0.01\n  min_rps: 5\n")
+    # Lenient beyond any host: a p99 of 10 s, one request a second.
+    slo = _slo_file(tmp_path, "  p99_ms: 10000\n  max_error_ratio: 0.01\n  min_rps: 1\n")
     out = tmp_path / "out"
     args = ["--model", "digits", "--url", triton_server.grpc_url, "--users", "4", "--run-time-s", str(RUN_TIME_S)]
 
-    start = time.monotonic()
     result = CliRunner().invoke(app, [*args, "--slo", str(slo), "--out", str(out)])
-    wall_s = time.monotonic() - start
 
     assert result.exit_code == 0, result.output
     assert "PASS: 3/3 SLOs met" in result.output
-    # Locust (tritonclient's gRPC under gevent) must not hang after its run: the whole command ends soon after.
-    assert wall_s < RUN_TIME_S + 20
     summary = _summary(out)
     assert set(summary) == SUMMARY_KEYS
     assert summary["passed"] is True
     assert summary["requests"] > 0
     assert summary["failures"] == 0
+    # Locust (tritonclient's gRPC under gevent) must not hang after its run: it exited by itself, not killed.
     assert summary["locust_killed"] is False
     assert summary["locust_exit_code"] == 0
     assert [check["name"] for check in summary["slo"]] == ["p99_ms", "max_error_ratio", "min_rps"]
@@ -79,6 +76,12 @@ def test_loadtest_passes_and_ends_by_itself_when_slo_is_lenient(
     assert [p["role"] for p in summary["generator"]["processes"]] == ["locust"]
     assert "request counts agree" in result.output
     assert "generator: OK" in result.output or "generator SATURATED" in result.output
+
+    # A rerun into the same folder is refused (nothing deleted) until --overwrite is given.
+    again = CliRunner().invoke(app, [*args, "--slo", str(slo), "--out", str(out)])
+    assert isinstance(again.exception, ConfigError), again.output
+    assert "already holds a load-test run (summary.json); pass --overwrite" in str(again.exception)
+    assert _summary(out) == summary
 
 
 def test_loadtest_exits_non_zero_when_slo_is_impossible(app: typer.Typer, triton_server: Any, tmp_path: Path) -> None:

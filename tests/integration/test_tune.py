@@ -6,13 +6,15 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
 from tritonforge.cli import tune as tune_cli
 from tritonforge.cli.main import _one_line_errors
 from tritonforge.converters.triton_config import read_config
-from tritonforge.loadtests.tuner import tune_model
+from tritonforge.errors import ConfigError
+from tritonforge.loadtests.tuner import ORIGINAL_CONFIG_NAME, canonical_config, tune_model
 from tritonforge.loadtests.tuner_search import Candidate, SearchSpace
 
 
@@ -22,35 +24,57 @@ def _copy(repository: Path, tmp_path: Path) -> Path:
     return target
 
 
-def test_tuner_picks_dynamic_batching_over_one_request_per_execution(digits_repository: Path, tmp_path: Path) -> None:
-    # Known outcome at concurrency 16 on the python-backend adapter: batching whatever is queued runs one ORT call
-    # for many requests, against one call per request without a dynamic batcher (measured ~1.9x on 2 cores).
+def test_tuner_writes_the_winner_among_its_candidates_and_keeps_the_first_original(
+    digits_repository: Path, tmp_path: Path
+) -> None:
+    # Which candidate wins depends on the host's speed (the search logic is tested on injected figures in
+    # tests/unit/loadtests/test_tuner_search.py); here: the wiring, the files, and what is written where.
     repository = _copy(digits_repository, tmp_path)
-    weights = sorted(p.relative_to(repository) for p in repository.rglob("*") if p.name != "config.pbtxt")
-    before = read_config(repository / "digits" / "config.pbtxt")
+    config_path = repository / "digits" / "config.pbtxt"
+    weights = sorted(p.relative_to(repository) for p in repository.rglob("*") if not p.name.startswith("config.pbtxt"))
+    before_text = config_path.read_text()
+    before = read_config(config_path)
     space = SearchSpace(max_batch_sizes=(64,), delays_us=(None, 0), preferred=(False,), instances=(1,))
+    candidates = {
+        Candidate(max_batch_size=64, max_queue_delay_us=None, preferred=False, instances=1),
+        Candidate(max_batch_size=64, max_queue_delay_us=0, preferred=False, instances=1),
+    }
     report = tune_model(
-        model="digits", repository=repository, p99_ms=200.0, out_dir=tmp_path / "out", space=space,
-        concurrency=16, seconds=1.5, warmup_s=0.3,
+        model="digits", repository=repository, p99_ms=60_000.0, out_dir=tmp_path / "out", space=space,
+        concurrency=4, seconds=1.0, warmup_s=0.2,
     )  # fmt: skip
     result = report.search
     assert result.baseline is not None and result.baseline.candidate.max_queue_delay_us is None
-    assert result.best is not None
-    assert result.best.candidate == Candidate(max_batch_size=64, max_queue_delay_us=0, preferred=False, instances=1)
-    assert report.speedup is not None and report.speedup > 1.2
+    assert result.best is not None and result.best.candidate in candidates  # a 60 s p99 is met by both
     assert result.measurements == 4  # two configs, both re-measured in the confirmation round
     # the winner is the canonical config now; only the batching fields changed; weights untouched
-    after = read_config(repository / "digits" / "config.pbtxt")
-    assert after.HasField("dynamic_batching") and after.dynamic_batching.max_queue_delay_microseconds == 0
+    after = read_config(config_path)
+    assert after == canonical_config(before, result.best.candidate)
     after.dynamic_batching.CopyFrom(before.dynamic_batching)
+    if not before.HasField("dynamic_batching"):
+        after.ClearField("dynamic_batching")
     assert after == before
-    assert sorted(p.relative_to(repository) for p in repository.rglob("*") if p.name != "config.pbtxt") == weights
+    weights_now = [p for p in repository.rglob("*") if not p.name.startswith("config.pbtxt")]
+    assert sorted(p.relative_to(repository) for p in weights_now) == weights
     out = tmp_path / "out"
-    assert (out / "config.pbtxt.previous").read_text() != (repository / "digits" / "config.pbtxt").read_text()
+    assert (out / "config.pbtxt.previous").read_text() == before_text
+    assert (repository / "digits" / ORIGINAL_CONFIG_NAME).read_text() == before_text
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["best"]["label"] == "b64 d0us x1" and summary["configs_tried"] == 2
+    assert summary["best"]["label"] == result.best.candidate.label and summary["configs_tried"] == 2
     assert len((out / "trials.csv").read_text().splitlines()) == 3
     assert (out / "pareto.png").stat().st_size > 0
+
+    # A rerun into the same folder is refused before anything starts; into a new one it keeps the first original.
+    with pytest.raises(ConfigError, match=r"already holds a tuning run \(summary.json\); pass --overwrite"):
+        tune_model(model="digits", repository=repository, p99_ms=60_000.0, out_dir=out, space=space)
+    first_winner = config_path.read_text()
+    one = SearchSpace(max_batch_sizes=(64,), delays_us=(0,), preferred=(False,), instances=(1,))
+    tune_model(
+        model="digits", repository=repository, p99_ms=60_000.0, out_dir=tmp_path / "again", space=one,
+        concurrency=2, seconds=0.5, warmup_s=0.0,
+    )  # fmt: skip
+    assert (tmp_path / "again" / "config.pbtxt.previous").read_text() == first_winner
+    assert (repository / "digits" / ORIGINAL_CONFIG_NAME).read_text() == before_text
 
 
 def test_impossible_slo_exits_1_and_leaves_the_config_alone(digits_repository: Path, tmp_path: Path) -> None:
@@ -69,4 +93,5 @@ def test_impossible_slo_exits_1_and_leaves_the_config_alone(digits_repository: P
     assert "SLOViolationError: no config of 'digits' met p99 <= 0.001 ms" in result.output
     assert config_path.read_bytes() == before
     assert not (tmp_path / "out" / "config.pbtxt.previous").exists()
+    assert not (repository / "digits" / ORIGINAL_CONFIG_NAME).exists()
     assert (tmp_path / "out" / "trials.csv").is_file()
