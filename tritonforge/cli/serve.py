@@ -68,20 +68,7 @@ def serve(
     startup_timeout_s: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 120.0,
 ) -> None:
     """Serve a model repository with the real tritonserver; ONNX models run through the ORT adapter if needed."""
-    folder: Path | None = None  # created only when something goes in it
-    key = None
-    key_note = ""
-    if model_control_mode != "none":
-        key = ModelControlKey.from_env()
-        if key is None:
-            key = ModelControlKey.generate()
-            folder = _run_folder(run_dir)
-            key_file = _write_private(folder / KEY_FILE, key.reveal())
-            key_note = f"model-control key: {key_file} (export {MODEL_CONTROL_KEY_ENV}=$(cat {key_file}))"
-        else:
-            key_note = f"model-control key: from ${MODEL_CONTROL_KEY_ENV}"
-        key_note += f"; load/unload calls send it as header {HEADER}"
-    options = ServerOptions(
+    options = ServerOptions(  # validated before anything is written
         repository=repository,
         server_binary=server_binary,
         listen=listen,
@@ -89,14 +76,27 @@ def serve(
         http_port=http_port,
         metrics_port=metrics_port,
         model_control_mode=model_control_mode,
-        model_control_key=key,
         allow_remote_model_control=allow_remote_model_control,
         restart_on_crash=restart_on_crash,
         max_restarts_per_minute=max_restarts_per_minute,
         exit_timeout_s=exit_timeout_s,
-        log_path=log_path or (folder or _run_folder(run_dir)) / "tritonserver.log",
+        log_path=log_path,
         startup_timeout_s=startup_timeout_s,
     )
+    folder: Path | None = None  # created only when something goes in it
+    key_note = ""
+    if options.model_control:
+        options.model_control_key = ModelControlKey.from_env()
+        if options.model_control_key is None:
+            options.model_control_key = ModelControlKey.generate()
+            folder = _run_folder(run_dir)
+            key_file = _write_private(folder / KEY_FILE, options.model_control_key.reveal())
+            key_note = f"model-control key: {key_file} (export {MODEL_CONTROL_KEY_ENV}=$(cat {key_file}))"
+        else:
+            key_note = f"model-control key: from ${MODEL_CONTROL_KEY_ENV}"
+        key_note += f"; load/unload calls send it as header {HEADER}"
+    if options.log_path is None:
+        options.log_path = (folder or _run_folder(run_dir)) / "tritonserver.log"
     restart_note = (
         f"restart on crash: ON, at most {max_restarts_per_minute} a minute (--no-restart-on-crash turns it off)"
         if restart_on_crash

@@ -52,10 +52,10 @@ class ModelControlKey:
 
     __slots__ = ("_value",)
 
-    def __init__(self, value: str) -> None:
+    def __init__(self, value: str, *, source: str = "the model-control key") -> None:
         if not _VALID.fullmatch(value):
             raise ConfigError(
-                f"the model-control key ({len(value)} characters) must be 16-256 of A-Z a-z 0-9 _ -; make one with "
+                f"{source} ({len(value)} characters) must be 16-256 of A-Z a-z 0-9 _ -; make one with "
                 "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
             )
         self._value = value
@@ -69,7 +69,7 @@ class ModelControlKey:
     def from_env(cls, environ: dict[str, str] | None = None) -> ModelControlKey | None:
         """Return the key in $TRITONFORGE_MODEL_CONTROL_KEY, or None when it is unset or empty."""
         value = (os.environ if environ is None else environ).get(MODEL_CONTROL_KEY_ENV, "").strip()
-        return cls(value) if value else None
+        return cls(value, source=f"${MODEL_CONTROL_KEY_ENV}") if value else None
 
     def reveal(self) -> str:
         """The key itself: for writing it to a private file or a header, never for printing."""

@@ -202,3 +202,20 @@ def test_describe_exit_names_signals_and_codes() -> None:
     assert describe_exit(-11) == "signal 11, SIGSEGV"
     assert describe_exit(-6) == "signal 6, SIGABRT"
     assert describe_exit(3) == "exit code 3"
+
+
+def test_serve_refuses_bad_safety_options_in_one_line_before_writing_anything(tmp_path: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from tritonforge.cli.main import app
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    remote = runner.invoke(app, ["serve", "--listen", "0.0.0.0", "--model-control-mode", "explicit"])
+    assert remote.exit_code == 1
+    assert remote.output.strip().splitlines() == [
+        "ConfigError: listen 0.0.0.0 with model_control_mode explicit lets other machines load and unload models; "
+        "listen on 127.0.0.1, or also pass --allow-remote-model-control"
+    ]
+    assert runner.invoke(app, ["serve", "--listen", "::"]).exit_code == 1
+    assert not (tmp_path / "runs").exists()

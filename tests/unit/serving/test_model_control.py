@@ -51,6 +51,9 @@ def test_generated_keys_are_random_and_valid() -> None:
 def test_the_key_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(MODEL_CONTROL_KEY_ENV, raising=False)
     assert ModelControlKey.from_env() is None
+    monkeypatch.setenv(MODEL_CONTROL_KEY_ENV, "too-short")
+    with pytest.raises(ConfigError, match=r"^\$TRITONFORGE_MODEL_CONTROL_KEY \(9 characters\) must be 16-256"):
+        ModelControlKey.from_env()
     monkeypatch.setenv(MODEL_CONTROL_KEY_ENV, SECRET)
     assert ModelControlKey.from_env() == ModelControlKey(SECRET)
     assert model_control.grpc_headers_for("10.0.0.1:8001") == {GRPC_HEADER: SECRET}
