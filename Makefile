@@ -46,13 +46,13 @@ clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) build runs .pytest_cache
 
 bench: $(STAMP)  ## the SRE figures in one run: tuner vs grid, tuned vs default, served vs ORT, generator, open vs closed
-	$(BIN)/python benchmarks/sre_suite.py --out runs/bench
+	$(BIN)/python benchmarks/sre_suite.py
 
 compare: $(STAMP)  ## FP32 and INT8 variants of both examples side by side on the embedded Triton (README tables)
 	$(BIN)/python benchmarks/compare_variants.py --repository model_repository
 
 faults: $(STAMP)  ## SIGTERM and kill -9 under load, overload with short deadlines: what callers see, recovery times
-	$(BIN)/python benchmarks/faults.py --out runs/faults
+	$(BIN)/python benchmarks/faults.py
 
 soak: $(STAMP)  ## 10 minutes at 80% of the measured knee: errors, RSS growth of server and stubs, p99 first vs last minute
-	$(BIN)/python benchmarks/soak.py --out runs/soak
+	$(BIN)/python benchmarks/soak.py

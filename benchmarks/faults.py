@@ -1,6 +1,6 @@
 """Fault figures of the embedded Triton and TritonClient, measured in one run on `digits` (`make faults`).
 
-    .venv/bin/python benchmarks/faults.py --out runs/faults
+    .venv/bin/python benchmarks/faults.py [--out runs/faults/NAME]
 
 1. SIGTERM under load: client threads keep calling while the server gets SIGTERM (what Kubernetes sends). Every call
    that was in flight at the signal must finish; the table counts those that failed, the time the server took to
@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from tritonforge._runs import new_run_dir
 from tritonforge.client import TritonClient
 from tritonforge.client.grpc_errors import status_code_of
 from tritonforge.examples.digits import INPUT_NAME, MODEL_NAME, build_digits, load_split
@@ -240,9 +241,10 @@ def _table(figures: dict[str, dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the three fault scenarios and print their figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/faults"))
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default: a new runs/faults/<UTC time>)")
     parser.add_argument("--overload-s", type=float, default=20.0)
     args = parser.parse_args(argv)
+    args.out = args.out or new_run_dir(Path("runs/faults"))
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tritonforge-faults-") as tmp:
         build = build_digits(repository=Path(tmp) / "model_repository", weights_dir=Path(tmp) / "build")

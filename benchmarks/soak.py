@@ -1,6 +1,6 @@
 """Soak: the embedded Triton serving `digits` at 80% of its measured knee for 10 minutes (`make soak`).
 
-    .venv/bin/python benchmarks/soak.py --out runs/soak [--duration-s 600] [--rate R]
+    .venv/bin/python benchmarks/soak.py [--out runs/soak/NAME] [--duration-s 600] [--rate R]
 
 First a short capacity search (open loop, `slo/digits.yaml`) finds the knee, unless `--rate` gives the soak rate.
 Then Locust runs an open loop at 80% of the knee for `--duration-s` while the resident memory (RSS) of tritonserver
@@ -25,6 +25,7 @@ from typing import Any
 
 import psutil
 
+from tritonforge._runs import new_run_dir
 from tritonforge.examples.digits import MODEL_NAME, build_digits
 from tritonforge.loadtests.capacity import run_capacity
 from tritonforge.loadtests.runner import LoadTestConfig, run_loadtest
@@ -89,11 +90,12 @@ def minute_p99(history_csv: Path) -> tuple[float | None, float | None]:
 def main(argv: list[str] | None = None) -> int:
     """Find the knee (or take --rate), soak at 80% of it, print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/soak"))
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default: a new runs/soak/<UTC time>)")
     parser.add_argument("--duration-s", type=int, default=600)
     parser.add_argument("--rate", type=float, default=None, help="soak rate in req/s (default: 80%% of the knee)")
     parser.add_argument("--slo", type=Path, default=Path("slo/digits.yaml"))
     args = parser.parse_args(argv)
+    args.out = args.out or new_run_dir(Path("runs/soak"))
     args.out.mkdir(parents=True, exist_ok=True)
     slo = load_model_slo(args.slo, MODEL_NAME)
     with tempfile.TemporaryDirectory(prefix="tritonforge-soak-") as tmp:

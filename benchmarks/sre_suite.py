@@ -1,6 +1,6 @@
 """The SRE toolkit's figures, measured in one run on the embedded Triton and printed as one table (`make bench`).
 
-    .venv/bin/python benchmarks/sre_suite.py --out runs/bench      # about 8 minutes on 2 cores
+    .venv/bin/python benchmarks/sre_suite.py [--out runs/bench/NAME]      # about 8 minutes on 2 cores
 
 1. tuner vs grid on `digits`: the tuner's best throughput against the full grid's (same search space, concurrency 16),
    and how many measurements each needed;
@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy.typing as npt
 
+from tritonforge._runs import new_run_dir
 from tritonforge.examples.minilm import median_length_rows
 from tritonforge.loadtests.closed_loop import request_batches, run_closed_loop
 from tritonforge.loadtests.tuner import TuneReport, tune_model
@@ -158,10 +159,11 @@ def open_vs_closed(url: str, out: Path, *, step_s: int) -> dict[str, Any]:
 def main() -> None:
     """Run every part and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/bench"))
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default: a new runs/bench/<UTC time>)")
     parser.add_argument("--seconds", type=float, default=2.5, help="length of each tuner and served measurement")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    args.out = args.out or new_run_dir(Path("runs/bench"))
     args.out.mkdir(parents=True, exist_ok=True)
 
     from tritonforge.examples.digits import build_digits

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
+from tritonforge._runs import new_run_dir
 from tritonforge.examples.digits import INPUT_NAME, MIN_TEST_ACCURACY, MODEL_NAME, OUTPUT_NAME, build_digits, load_split
 from tritonforge.examples.variants import DIGITS_INT8, MINILM_INT8
 
@@ -38,7 +39,7 @@ class DemoOptions:
 
     Attributes:
         repository: model repository that receives `digits` (version 1 is rebuilt in place).
-        out_dir: where the load test writes its CSV, HTML and JSON summary.
+        out_dir: where the load test writes its CSV, HTML and JSON summary, in a new `<UTC time>` folder per run.
         slo_file: SLO objectives for the load test.
         loadtest_seconds: load test duration.
         users: concurrent Locust users.
@@ -190,10 +191,11 @@ def _loadtest(url: str, options: DemoOptions, echo: Callable[[str], None]) -> tu
     from tritonforge.loadtests.runner import LoadTestConfig, run_loadtest
     from tritonforge.loadtests.slo import load_model_slo
 
+    run_dir = new_run_dir(options.out_dir)  # each demo keeps its own load-test results
     config = LoadTestConfig(
         host=url,
         model=MODEL_NAME,
-        output_dir=options.out_dir,
+        output_dir=run_dir,
         users=options.users,
         run_time_s=options.loadtest_seconds,
         slo=load_model_slo(options.slo_file, MODEL_NAME),
@@ -201,6 +203,6 @@ def _loadtest(url: str, options: DemoOptions, echo: Callable[[str], None]) -> tu
     started = time.perf_counter()
     result = run_loadtest(config)
     echo(format_table(result))
-    summary = options.out_dir / "summary.json"
+    summary = run_dir / "summary.json"
     echo(f"    load test ended {time.perf_counter() - started:.1f}s after it started; summary: {summary}")
     return result.passed, summary

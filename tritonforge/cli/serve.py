@@ -8,13 +8,13 @@ fixed in 24.12 and 25.04); exit non-zero naming the signal when it dies for good
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from tritonforge._runs import new_run_dir
 from tritonforge.serving.launcher import EmbeddedTriton, ServerOptions
 from tritonforge.serving.model_control import HEADER, MODEL_CONTROL_KEY_ENV, ModelControlKey
 from tritonforge.serving.runner import serve_until_signalled
@@ -127,17 +127,7 @@ def _run_folder(run_dir: Path | None) -> Path:
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         return run_dir
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    base = Path("runs") / "serve"
-    base.mkdir(parents=True, exist_ok=True)
-    for n in range(1000):
-        folder = base / (stamp if n == 0 else f"{stamp}-{n}")
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            continue
-        return folder
-    raise FileExistsError(base / stamp)  # pragma: no cover - a thousand serves in one second
+    return new_run_dir(Path("runs") / "serve")
 
 
 def _write_private(path: Path, text: str) -> Path:
