@@ -10,6 +10,11 @@
                                ensemble_steps=[EnsembleStep(model_name="minilm_tokenizer", input_map={"TEXT": "TEXT"},
                                                             output_map={"input_ids": "ids", ...}), ...])
 
+Dynamic batching always comes with a bounded queue policy: requests wait at most `queue_timeout_us` (1 s unless the
+spec says otherwise, or less when the client sends its own deadline as the request's timeout) and at most
+`max_queue_size` requests wait (4 full batches unless the spec says otherwise); past either the server rejects them
+at once. Without it Triton queues without bound and runs requests whose callers gave up long ago.
+
 The path is spec -> dict -> `json_format.ParseDict` -> `text_format`, so the proto itself checks every field name and
 enum; nothing here formats pbtxt by hand, and the parser is protobuf's.
 """
@@ -35,6 +40,10 @@ ONNX_PLATFORM = "onnxruntime_onnx"
 ENSEMBLE_PLATFORM = "ensemble"
 LATEST_VERSION = -1
 """An ensemble step's `model_version` that means "whatever version the server serves as latest"."""
+DEFAULT_QUEUE_TIMEOUT_US = 1_000_000
+"""How long a request may wait in the dynamic batcher's queue when its client sends no deadline (1 s)."""
+DEFAULT_QUEUE_BATCHES = 4
+"""The default max_queue_size in full batches: max_queue_size = 4 * max_batch_size requests."""
 
 
 class InstanceKind(str, Enum):
@@ -152,6 +161,12 @@ class ModelConfigSpec:
         outputs: output tensors, shapes without the batch axis.
         max_queue_delay_us: enables dynamic batching with this queue delay; None disables it.
         preferred_batch_sizes: batch sizes the dynamic batcher aims for (each <= max_batch_size).
+        queue_timeout_us: how long a request may wait in the queue before Triton rejects it, when its client sends
+            no timeout of its own (clients may send a shorter or longer one: allow_timeout_override is on); None
+            means DEFAULT_QUEUE_TIMEOUT_US. Dynamic batching only.
+        max_queue_size: how many requests may wait; more are rejected at once ("Exceeds maximum queue size"), so
+            overload is refused instead of queued without bound; None means DEFAULT_QUEUE_BATCHES * max_batch_size.
+            Dynamic batching only.
         instance_count: model instances per device.
         instance_kind: where the instances run.
         version_policy: which versions Triton serves.
@@ -168,6 +183,8 @@ class ModelConfigSpec:
     outputs: tuple[TensorSpec, ...]
     max_queue_delay_us: int | None = None
     preferred_batch_sizes: tuple[int, ...] = ()
+    queue_timeout_us: int | None = None
+    max_queue_size: int | None = None
     instance_count: int = 1
     instance_kind: InstanceKind = InstanceKind.AUTO
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
@@ -257,6 +274,7 @@ class ModelConfigSpec:
                     f"model '{self.name}': dynamic batching needs max_batch_size >= 1; "
                     "set max_queue_delay_us=None or raise max_batch_size"
                 )
+        self._validate_queue_policy()
         if self.preferred_batch_sizes:
             if self.max_queue_delay_us is None:
                 raise ConfigError(
@@ -268,6 +286,33 @@ class ModelConfigSpec:
                     f"model '{self.name}': preferred batch size {bad[0]} must be between 1 and "
                     f"max_batch_size {self.max_batch_size}"
                 )
+
+    def _validate_queue_policy(self) -> None:
+        given = {
+            name: value
+            for name, value in (("queue_timeout_us", self.queue_timeout_us), ("max_queue_size", self.max_queue_size))
+            if value is not None
+        }
+        if given and self.max_queue_delay_us is None:
+            raise ConfigError(
+                f"model '{self.name}': {', '.join(given)} need dynamic batching (max_queue_delay_us); the queue policy "
+                "belongs to the dynamic batcher"
+            )
+        for name, value in given.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(
+                    f"model '{self.name}': {name} {value!r} must be an int >= 1 (Triton reads 0 as unbounded, which "
+                    "is what the queue policy is there to prevent)"
+                )
+
+    @property
+    def queue_policy(self) -> tuple[int, int] | None:
+        """(timeout in microseconds, max queue size) with defaults filled in; None without dynamic batching."""
+        if self.max_queue_delay_us is None:
+            return None
+        timeout_us = self.queue_timeout_us if self.queue_timeout_us is not None else DEFAULT_QUEUE_TIMEOUT_US
+        size = self.max_queue_size if self.max_queue_size is not None else DEFAULT_QUEUE_BATCHES * self.max_batch_size
+        return timeout_us, size
 
 
 def validate_model_name(name: str) -> None:
@@ -291,6 +336,20 @@ def _tensor_dict(tensor: TensorSpec) -> dict[str, Any]:
         entry["dims"] = [1]
         entry["reshape"] = {"shape": []}
     return entry
+
+
+def _queue_policy_dict(spec: ModelConfigSpec) -> dict[str, Any]:
+    policy = spec.queue_policy
+    assert policy is not None  # called with dynamic batching only
+    timeout_us, size = policy
+    return {
+        # WAR: REJECT is the enum's zero value, so proto3 text format leaves `timeout_action` out; Triton reads the
+        # missing field as REJECT (a request past its timeout is answered "Request timeout expired", not run late).
+        "timeout_action": "REJECT",
+        "default_timeout_microseconds": timeout_us,
+        "allow_timeout_override": True,  # clients send their own remaining deadline (tritonforge.client does)
+        "max_queue_size": size,
+    }
 
 
 def build_model_config(spec: ModelConfigSpec) -> model_config_pb2.ModelConfig:
@@ -330,6 +389,7 @@ def build_model_config(spec: ModelConfigSpec) -> model_config_pb2.ModelConfig:
         batching: dict[str, Any] = {"max_queue_delay_microseconds": spec.max_queue_delay_us}
         if spec.preferred_batch_sizes:
             batching["preferred_batch_size"] = list(spec.preferred_batch_sizes)
+        batching["default_queue_policy"] = _queue_policy_dict(spec)
         config["dynamic_batching"] = batching
     try:
         return json_format.ParseDict(config, model_config_pb2.ModelConfig())

@@ -8,6 +8,7 @@ from tritonclient.grpc import model_config_pb2
 
 from tritonforge.converters.specs import TensorSpec
 from tritonforge.converters.triton_config import (
+    DEFAULT_QUEUE_TIMEOUT_US,
     InstanceKind,
     ModelConfigSpec,
     VersionPolicy,
@@ -91,6 +92,12 @@ def test_build_model_config_writes_backend_and_all_policy_when_asked(digits_spec
         ({"preferred_batch_sizes": (128,)}, "between 1 and max_batch_size 64"),
         ({"preferred_batch_sizes": (8,), "max_queue_delay_us": None}, "need dynamic batching"),
         ({"instance_count": 0}, "instance_count 0"),
+        ({"max_queue_size": 0}, "max_queue_size 0 must be an int >= 1"),
+        ({"queue_timeout_us": -1}, "queue_timeout_us -1 must be an int >= 1"),
+        ({"queue_timeout_us": 0}, "Triton reads 0 as unbounded"),
+        ({"queue_timeout_us": 1.5}, "must be an int"),
+        ({"max_queue_size": 16, "max_queue_delay_us": None}, "max_queue_size need dynamic batching"),
+        ({"queue_timeout_us": 5, "max_queue_delay_us": None}, "queue_timeout_us need dynamic batching"),
         ({"backend": "python"}, "exactly one of platform or backend"),
         ({"outputs": ()}, "at least one of its outputs"),
         (
@@ -136,3 +143,26 @@ def test_read_config_raises_config_error_when_the_field_is_unknown(tmp_path: Pat
 def test_read_config_raises_config_error_when_the_file_is_missing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         read_config(tmp_path / "nope" / "config.pbtxt")
+
+
+def test_build_model_config_bounds_queue_by_default_when_dynamic_batching(digits_spec: ModelConfigSpec) -> None:
+    policy = build_model_config(digits_spec).dynamic_batching.default_queue_policy
+    assert policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
+    assert policy.default_timeout_microseconds == DEFAULT_QUEUE_TIMEOUT_US == 1_000_000
+    assert policy.allow_timeout_override is True  # the client's own deadline wins
+    assert policy.max_queue_size == 4 * 64
+
+
+def test_build_model_config_uses_spec_queue_policy_when_given(digits_spec: ModelConfigSpec, tmp_path: Path) -> None:
+    spec = dataclasses.replace(digits_spec, queue_timeout_us=250_000, max_queue_size=32)
+    config = build_model_config(spec)
+    policy = config.dynamic_batching.default_queue_policy
+    assert (policy.default_timeout_microseconds, policy.max_queue_size) == (250_000, 32)
+    assert read_config(write_config(config, tmp_path / "config.pbtxt")) == config
+    assert spec.queue_policy == (250_000, 32)
+
+
+def test_build_model_config_writes_no_queue_policy_when_no_dynamic_batching(digits_spec: ModelConfigSpec) -> None:
+    spec = dataclasses.replace(digits_spec, max_queue_delay_us=None)
+    assert spec.queue_policy is None
+    assert not build_model_config(spec).HasField("dynamic_batching")
