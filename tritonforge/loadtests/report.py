@@ -9,7 +9,8 @@ summary.json is the record other tools (`tritonforge report`, the capacity searc
 a change that removes or renames a key raises `schema_version`; new keys may be added. Its JSON Schema is
 `summary.schema.json` beside this module. Schema version 2, top-level keys:
     schema_version (2), model, host, users, spawn_rate, run_time_s (the measured part: after an open loop's
-        warm-up, when the run had one, requests, rates and percentiles exclude the warm-up), batch_size,
+        warm-up, when the run had one, requests, rates and percentiles exclude the warm-up), warmup_s (the untimed
+        warm-up before it, 0 for none), batch_size,
     mode ("closed": fixed users, each sending back to back; "open": requests start on an arrival schedule),
     arrival ("constant" | "poisson" | null), rate_rps (target arrivals/s, null in closed mode),
     requests, failures, error_ratio (null without requests), rps (achieved), mean_ms, p50_ms, p95_ms, p99_ms
@@ -373,6 +374,7 @@ class LoadTestResult:
             "users": self.users,
             "spawn_rate": self.spawn_rate,
             "run_time_s": self.run_time_s,
+            "warmup_s": self.warmup_s,
             "batch_size": self.batch_size,
             "mode": self.mode,
             "arrival": self.arrival,

@@ -28,6 +28,7 @@ SUMMARY_KEYS = {
     "users",
     "spawn_rate",
     "run_time_s",
+    "warmup_s",
     "batch_size",
     "mode",
     "arrival",
