@@ -168,6 +168,7 @@ def test_an_id_outside_the_table_fails_only_its_own_request_of_a_merged_batch(lo
     responses = model.execute([_request([[1, 2]]), _request([[1, 10**7]]), _request([[3, 4]])])
 
     assert "ONNX Runtime failed on this request" in responses[1].error.message
+    assert responses[1].error.code == FakeError.INVALID_ARG  # ORT's InvalidArgument: the request's fault
     assert responses[0].error is None and responses[2].error is None
     np.testing.assert_array_equal(responses[0].output("out"), _want([[1, 2]]))
     np.testing.assert_array_equal(responses[2].output("out"), _want([[3, 4]]))

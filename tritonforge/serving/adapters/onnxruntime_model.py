@@ -190,7 +190,8 @@ class TritonPythonModel:
         try:
             return list(self._session.run(self._output_names, feeds))
         except Exception as exc:  # ORT refused this request's values (e.g. a token id outside the vocabulary)
-            return (f"onnxruntime adapter: ONNX Runtime failed on this request: {type(exc).__name__}: {exc}", None)
+            code = "INVALID_ARG" if type(exc).__name__ == "InvalidArgument" else None  # ORT's own verdict
+            return (f"onnxruntime adapter: ONNX Runtime failed on this request: {type(exc).__name__}: {exc}", code)
 
     def _run_merged(self, group_feeds: list[Feeds]) -> list[Result] | None:
         """Run requests as one concatenated batch and split the outputs back; None if anything goes wrong."""
