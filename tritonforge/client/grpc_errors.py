@@ -108,9 +108,12 @@ def _redact(text: str, secrets: Sequence[str]) -> str:
 
 
 def _tls_detail(message: str) -> str:
-    """The handshake's own reason ("...CERTIFICATE_VERIFY_FAILED: self signed certificate..."), without gRPC's frame."""
-    start = message.lower().find("handshake failed")
-    return message[start:].removesuffix(": OK").strip() if start >= 0 else message
+    """The handshake's own reason ("CERTIFICATE_VERIFY_FAILED: self signed certificate..."), without gRPC's frame."""
+    marker = "handshake failed"
+    start = message.lower().find(marker)
+    detail = message[start + len(marker) :] if start >= 0 else message
+    detail = detail.rsplit("OPENSSL_internal:", 1)[-1]  # BoringSSL's prefix says nothing to the user
+    return detail.removesuffix(": OK").strip(" :")
 
 
 def _connect_hint(message: str, *, tls: bool, client_certificate: bool) -> str:
