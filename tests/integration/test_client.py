@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
+import shutil
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,14 +16,24 @@ import typer
 from typer.testing import CliRunner
 
 from tritonforge.cli.infer import infer as infer_command
-from tritonforge.client import AsyncTritonClient, TensorInfo, TritonClient
+from tritonforge.client import AsyncTritonClient, ModelState, TensorInfo, TritonClient
 from tritonforge.client.grpc_errors import _map_grpc_errors
-from tritonforge.errors import InvalidInputError, ModelNotReadyError, ServerUnavailableError
+from tritonforge.converters.triton_config import read_config, write_config
+from tritonforge.errors import (
+    ClientError,
+    InvalidInputError,
+    ModelNotReadyError,
+    ServerOverloadedError,
+    ServerUnavailableError,
+)
+from tritonforge.serving.launcher import EmbeddedTriton
 
 pytestmark = pytest.mark.integration
 
 MODEL = "digits"
 BATCH = 64
+CONTROL_HEADER = "triton-grpc-protocol-test-admin-key"
+CONTROL_KEY = "k3y-for-the-index-only-0123456789"
 
 
 @pytest.fixture
@@ -155,3 +168,61 @@ def test_infer_cli_prints_table_and_json_when_server_answers(triton_server, digi
     document = json.loads(as_json.output)
     assert document["outputs"]["logits"]["shape"] == [1, 10]
     assert int(np.argmax(document["outputs"]["logits"]["data"][0])) == int(expected[0])
+
+
+@pytest.fixture(scope="module")
+def guarded_server(digits_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedTriton]:
+    """digits with a queue of one request, and the repository index behind Triton's restricted protocol."""
+    repository = tmp_path_factory.mktemp("guarded") / "model_repository"
+    shutil.copytree(digits_repository, repository)
+    config = read_config(repository / MODEL / "config.pbtxt")
+    config.dynamic_batching.default_queue_policy.max_queue_size = 1
+    write_config(config, repository / MODEL / "config.pbtxt")
+    restricted = f"--grpc-restricted-protocol=model-repository:{CONTROL_HEADER.removeprefix('triton-grpc-protocol-')}"
+    server = EmbeddedTriton(
+        repository=repository,
+        log_path=repository.parent / "tritonserver.log",
+        extra_args=(f"{restricted}={CONTROL_KEY}",),
+        startup_timeout_s=120,
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_client_raises_overloaded_without_retrying_when_queue_full(guarded_server, digits_split) -> None:
+    batch = np.ascontiguousarray(np.repeat(digits_split.x_test[:1], BATCH, axis=0), dtype=np.float32)
+
+    async def run() -> collections.Counter[str]:
+        outcomes: collections.Counter[str] = collections.Counter()
+        async with AsyncTritonClient(guarded_server.grpc_url, timeout_s=60.0) as client:
+            await client.wait_until_ready(MODEL, timeout_s=60.0)
+
+            async def one() -> None:
+                try:
+                    await client.infer(MODEL, {"image": batch})
+                    outcomes["ok"] += 1
+                except ServerOverloadedError as exc:
+                    assert "Exceeds maximum queue size" in str(exc)
+                    outcomes["overloaded"] += 1
+
+            await asyncio.gather(*(one() for _ in range(100)))
+        return outcomes
+
+    outcomes = asyncio.run(run())
+    assert outcomes["ok"] >= 1 and outcomes["overloaded"] >= 1
+    assert sum(outcomes.values()) == 100  # every request answered, none with another error
+    assert guarded_server.is_running()
+
+
+def test_repository_index_needs_control_header_when_protocol_restricted(guarded_server) -> None:
+    with TritonClient(guarded_server.grpc_url, timeout_s=30.0) as client:
+        client.wait_until_ready(MODEL, timeout_s=60.0)
+        with pytest.raises(ClientError, match="set model_control_header") as info:
+            client.repository_index()
+        assert CONTROL_HEADER in str(info.value)
+        assert client.infer(MODEL, {"image": np.zeros((1, 1, 8, 8), np.float32)})["logits"].shape == (1, 10)
+    with TritonClient(guarded_server.grpc_url, model_control_header=(CONTROL_HEADER, CONTROL_KEY)) as client:
+        assert client.repository_index() == [ModelState(name=MODEL, version="1", state="READY", reason="")]
