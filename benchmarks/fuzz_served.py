@@ -8,9 +8,9 @@ threads (tritonforge/serving/fuzz.py makes the requests). Prints requests, error
 that failed or got a different answer, malformed ones that got an answer, whether the server survived, and how long
 it took to stop (and its exit code: 1 when a model never unloaded and Triton gave up at its exit timeout).
 
-Kinds in `fuzz.KNOWN_FATAL` kill a model's python-backend stub for good, so they stay out of the mix; `--holes`
-sends each once at the end, after the mix, and reports whether the model still answered. `--unbatched-tokenizer`
-serves the tokenizer without dynamic batching, which keeps a corrupt BYTES request's failure to itself.
+Kinds in `fuzz.KNOWN_FATAL` kill a model's python-backend stub (Triton 2.51 never restarts it), so they stay out of
+the mix; `--holes` sends each once at the end, lets the launcher's `watch()` restart the server as `tritonforge serve`
+does, and reports whether the model answers again.
 """
 
 from __future__ import annotations
@@ -26,25 +26,19 @@ from pathlib import Path
 import grpc
 from tritonclient.grpc import service_pb2_grpc
 
-from tritonforge.converters.triton_config import read_config, write_config
 from tritonforge.examples import minilm
 from tritonforge.examples.digits import build_digits
 from tritonforge.serving import fuzz
-from tritonforge.serving.launcher import EmbeddedTriton
+from tritonforge.serving.launcher import EmbeddedTriton, ServerOptions
 
 MODELS = ("digits", minilm.ENCODER_NAME, minilm.TOKENIZER_NAME, minilm.MODEL_NAME)
 
 
-def build_repository(root: Path, *, unbatched_tokenizer: bool) -> Path:
+def build_repository(root: Path) -> Path:
     """Build digits and the minilm ensemble into one repository (about 30 s)."""
     repository = root / "model_repository"
     build_digits(repository=repository, weights_dir=root / "build")
     minilm.build_minilm(repository)
-    if unbatched_tokenizer:
-        path = repository / minilm.TOKENIZER_NAME / "config.pbtxt"
-        config = read_config(path)
-        config.ClearField("dynamic_batching")
-        write_config(config, path)
     return repository
 
 
@@ -66,19 +60,25 @@ def print_report(report: fuzz.FuzzReport) -> None:
         print(f"  answered x{n}: {kind} {model}")
 
 
-def probe_holes(url: str, generator: fuzz.FuzzGenerator) -> None:
-    """Send each known-fatal kind once per model it applies to, then a valid request, and say what came back."""
+def probe_holes(server: EmbeddedTriton, generator: fuzz.FuzzGenerator) -> None:
+    """Send each known-fatal kind once per model it applies to, let watch() restart, then send a valid request."""
     print("\nknown holes (sent after the mix):")
-    with grpc.insecure_channel(url) as channel:
-        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        for kind in fuzz.KNOWN_FATAL:
-            for target in generator.targets:
-                case = generator.malformed_for(kind, target)
-                if case is None:
-                    continue
-                outcome = _send(stub, case)
-                after = _send(stub, generator.valid(target))
-                print(f"  {kind} -> {target.name}: {outcome}; a valid request after it: {after}")
+    for kind in fuzz.KNOWN_FATAL:
+        for target in generator.targets:
+            case = generator.malformed_for(kind, target)
+            if case is None:
+                continue
+            restarts = server.restarts
+            with grpc.insecure_channel(server.grpc_url) as channel:
+                outcome = _send(service_pb2_grpc.GRPCInferenceServiceStub(channel), case)
+            deadline = time.monotonic() + 10  # a stub that died is seen by the next watch() (a 2 s grace)
+            while server.restarts == restarts and time.monotonic() < deadline:
+                server.watch()
+                time.sleep(0.2)
+            with grpc.insecure_channel(server.grpc_url) as channel:
+                after = _send(service_pb2_grpc.GRPCInferenceServiceStub(channel), generator.valid(target))
+            restarted = server.restarts - restarts
+            print(f"  {kind} -> {target.name}: {outcome}; restarts: {restarted}; a valid request after it: {after}")
 
 
 def _send(stub: service_pb2_grpc.GRPCInferenceServiceStub, case: fuzz.FuzzCase) -> str:
@@ -97,15 +97,16 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--holes", action="store_true", help="send each known-fatal kind once after the mix")
-    parser.add_argument("--unbatched-tokenizer", action="store_true", help="serve the tokenizer without batching")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     with tempfile.TemporaryDirectory(prefix="fuzz-served-") as tmp:
         started = time.perf_counter()
-        repository = build_repository(Path(tmp), unbatched_tokenizer=args.unbatched_tokenizer)
+        repository = build_repository(Path(tmp))
         print(f"built digits + minilm in {time.perf_counter() - started:.0f}s")
-        server = EmbeddedTriton(repository=repository, log_path=Path(tmp) / "tritonserver.log")
+        server = EmbeddedTriton(
+            ServerOptions(repository=repository, log_path=Path(tmp) / "tritonserver.log", restart_on_crash=True)
+        )
         server.start()
         try:
             targets = fuzz.example_targets(server.grpc_url, MODELS, seed=args.seed)
@@ -122,7 +123,7 @@ def main() -> None:
             print_report(report)
             alive = server.is_running()
             if args.holes and alive:
-                probe_holes(server.grpc_url, generator)
+                probe_holes(server, generator)
         finally:
             alive_at_end = server.is_running()
             stop_started = time.perf_counter()

@@ -324,6 +324,11 @@ def tokenizer_config(
 ) -> model_config_pb2.ModelConfig:  # fmt: skip
     """Return the tokenizer model's config: TEXT TYPE_STRING [1] -> input_ids, attention_mask INT64 [-1].
 
+    Dynamic batching (with `max_queue_delay_us`) is on only for padding "batch", which needs it. With padding
+    "request" each request runs on its own: Triton 2.51's python backend copies a whole batch's BYTES tensors into
+    shared memory at once and fails every request of the batch on one corrupt length prefix, so batching there would
+    let one bad client fail its neighbours (tokenizing costs ~20 us a sentence; batching it gains nothing measurable).
+
     Raises:
         ConfigError: padding is not "request" or "batch", or a setting is invalid.
     """
@@ -339,7 +344,7 @@ def tokenizer_config(
         max_batch_size=max_batch_size,
         inputs=(TensorSpec(name=TEXT_INPUT, shape=(1,), dtype="object"),),
         outputs=tuple(TensorSpec(name=n, shape=(DYNAMIC_DIM,), dtype="int64") for n in ENCODER_INPUTS),
-        max_queue_delay_us=max_queue_delay_us,
+        max_queue_delay_us=max_queue_delay_us if padding == "batch" else None,
         parameters={"tokenizer_file": TOKENIZER_FILE, "max_length": str(max_seq_length()), "padding": padding},
     )
     return build_model_config(spec)
@@ -557,7 +562,7 @@ def build_minilm(
         overwrite: replace `version` of models that already have it.
         version: the version number of all three models.
         max_batch_size: of the encoder, the tokenizer and the ensemble.
-        max_queue_delay_us: dynamic batching delay of the encoder and the tokenizer.
+        max_queue_delay_us: dynamic batching delay of the encoder (and of the tokenizer with padding "batch").
         padding: the tokenizer's padding scope, "request" or "batch" (see minilm_tokenizer/model.py).
 
     Returns:

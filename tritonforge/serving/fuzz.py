@@ -53,6 +53,8 @@ OUT_OF_RANGE_IDS = (10**7, -(10**7), 2**62)
 # Kinds that kill a python-backend model for good on Triton 2.51: a free dim with element count x element size
 # wrapping int64 to 0 passes Triton's byte-size check, then the stub's numpy view of it raises before execute() and the
 # stub aborts; Triton still reports the model ready while every later request fails "Stub process ... is not healthy".
+# The launcher's watch() (on in `tritonforge serve`) sees the dead stub and restarts the server; in-flight requests of
+# the other models are lost in that restart, which is why these kinds stay out of the mixed traffic.
 KNOWN_FATAL = ("overflowing_dims",)
 
 

@@ -54,6 +54,8 @@ _LOGGER = logging.getLogger(__name__)
 
 _LOAD_FAILURE = re.compile(r"failed to load '(?P<model>[^']+)' version (?P<version>\d+): (?P<reason>.*?)\"?$")
 _RUNNING: set[EmbeddedTriton] = set()
+_STUB_COMM = "(triton_python_b"  # /proc's comm: the stub's name, cut to 15 characters
+_STUB_GRACE_S = 2.0  # a stub that ends this long before its server is a stub that died
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _SHM_PREFIX = "/dev/shm/triton_python_backend_shm_region_"
 LOG_TAIL_LINES = 20
@@ -137,7 +139,7 @@ class EmbeddedTriton:
     """A tritonserver child process serving one repository (embedded by default, any install with server_binary).
 
     Attributes:
-        restarts: how many times `watch()` restarted the server after it died.
+        restarts: how many times `watch()` restarted the server after it (or one of its models' stubs) died.
         model_control_key: the key model-control calls need (None without model control); never printed.
         verified: what the manifest check found at start.
     """
@@ -152,6 +154,7 @@ class EmbeddedTriton:
         self.log_path: Path = Path()
         self.served_repository: Path = Path()
         self.restarts = 0
+        self._stubs: set[int] = set()
         self.model_control_key: ModelControlKey | None = None
         self.verified: VerifiedRepository | None = None
 
@@ -219,6 +222,7 @@ class EmbeddedTriton:
         except BaseException:
             self.stop()
             raise
+        self._stubs = self._watched_stubs()
         if self.model_control_key is not None:
             model_control.register(self._addresses(), self.model_control_key)
         _LOGGER.info("tritonserver ready: grpc %s, http %s, metrics %s", self.grpc_url, self.http_url, self.metrics_url)
@@ -236,16 +240,21 @@ class EmbeddedTriton:
                 max_restarts_per_minute spent), or it did not come back; the message names its exit code or signal.
         """
         process = self._process
-        if process is None or process.poll() is None:
+        if process is None:
             return
-        died = describe_exit(process.returncode)
+        died = self._dead_stub(process) if process.poll() is None else None
+        if process.poll() is None and died is None:
+            return
+        if died is None:
+            died = describe_exit(process.returncode)
         self._reap(process)
         tail = self.log_tail()
         now = time.monotonic()
         while self._recent_restarts and now - self._recent_restarts[0] > _RESTART_WINDOW_S:
             self._recent_restarts.popleft()
         budget = self.options.max_restarts_per_minute
-        crashed = process.returncode != 0  # exit code 0: something asked it to stop (SIGTERM, SIGINT)
+        crashed = process.returncode != 0  # exit code 0: something asked it to stop (SIGTERM, SIGINT); a stub's death
+        # ends in the SIGKILL of _reap
         if not crashed or not self.options.restart_on_crash or len(self._recent_restarts) >= budget:
             if not crashed:
                 why = "it was stopped from outside, so it is not restarted"
@@ -265,6 +274,7 @@ class EmbeddedTriton:
         except BaseException:
             self.stop()
             raise
+        self._stubs = self._watched_stubs()
         _LOGGER.warning(
             "tritonserver died (%s); restarted (%d/%d) on grpc %s, http %s, metrics %s; its last log lines:\n%s",
             died, len(self._recent_restarts), budget, self.grpc_url, self.http_url, self.metrics_url,
@@ -339,6 +349,33 @@ class EmbeddedTriton:
         if install.embedded:
             command += ["--allow-gpu-metrics=false", "--backend-config=python,shm-default-byte-size=4194304"]
         return command + list(opts.extra_args)
+
+    def _watched_stubs(self) -> set[int]:
+        """The python-backend stubs to watch: all of them when models never unload on request, else none."""
+        if self.options.model_control or self._process is None:
+            return set()  # with model control a stub also ends when its model is unloaded, which is no crash
+        return _live_stubs(self._process.pid)
+
+    def _dead_stub(self, process: subprocess.Popen[bytes]) -> str | None:
+        """Name a watched stub that died while the server runs, else None.
+
+        WAR: Triton 2.51 never restarts a python-backend stub that died (a request whose dims wrap its byte size to
+        0 aborts it before execute() runs): the model still reports ready and fails every later request with "Stub
+        process ... is not healthy". The only cure is a restart. A stub also ends when the server shuts down, so a
+        server that exits within the grace period is judged by its own exit code instead.
+        """
+        lost = self._stubs - _live_stubs(process.pid)
+        if not lost:
+            return None
+        try:
+            process.wait(timeout=_STUB_GRACE_S)
+            return None  # the server itself is ending: its exit code says why
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return f"the python-backend stub of a model died (pid {min(lost)}), which Triton 2.51 never restarts"
 
     def _spawn(self) -> None:
         assert self._install is not None
@@ -433,6 +470,20 @@ def _default_log_path(grpc_port: int) -> Path:
         with contextlib.suppress(OSError):
             stale.unlink()
     return logs / f"tritonserver-{stamp}-{os.getpid()}-{grpc_port}.log"
+
+
+def _live_stubs(pgid: int) -> set[int]:
+    """Process ids of the live (not zombie) python-backend stubs in a process group (Linux /proc)."""
+    stubs: set[int] = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            comm, rest = (proc / "stat").read_text().rsplit(")", 1)
+            fields = rest.split()
+            if int(fields[2]) == pgid and fields[0] != "Z" and comm.endswith(_STUB_COMM):
+                stubs.add(int(proc.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return stubs
 
 
 def _shm_regions(pgid: int) -> set[str]:

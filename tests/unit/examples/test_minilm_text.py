@@ -112,7 +112,12 @@ def test_tokenizer_config_declares_strings_in_and_token_tensors_out() -> None:
         "max_length": "256",
         "padding": "batch",
     }
-    assert config.HasField("dynamic_batching")
+    assert config.HasField("dynamic_batching")  # padding across the requests of one batch needs the batcher
+
+
+def test_tokenizer_config_runs_each_request_alone_with_per_request_padding() -> None:
+    # one corrupt BYTES request in a batch fails the whole batch inside Triton 2.51's python backend
+    assert not minilm.tokenizer_config(padding="request").HasField("dynamic_batching")
 
 
 def test_tokenizer_config_raises_config_error_for_an_unknown_padding_scope() -> None:
