@@ -24,9 +24,11 @@ __all__ = ["ClientSettings", "channel_args", "load_settings"]
 
 # tritonclient's own default; without it gRPC caps messages at 4 MiB, too small for image batches.
 _MAX_MESSAGE_BYTES = 2**31 - 1
-# gRPC's default reconnect backoff grows to 120 s, so a client whose server restarted could stay in
-# TRANSIENT_FAILURE (every call failing fast) for minutes; 5 s keeps recovery quick without hammering.
-_MAX_RECONNECT_BACKOFF_MS = 5_000
+# gRPC's default reconnect backoff starts at 1 s and grows to 120 s, so a client whose server restarted could stay in
+# TRANSIENT_FAILURE (every call failing fast) for minutes. Starting at 100 ms and capping at 1 s finds a restarted
+# server within about a second of its readiness (5 s measured 2.8 s in `make faults`) at one connect attempt a second.
+_INITIAL_RECONNECT_BACKOFF_MS = 100
+_MAX_RECONNECT_BACKOFF_MS = 1_000
 
 
 class ClientSettings(BaseSettings):
@@ -191,6 +193,7 @@ def channel_args(settings: ClientSettings) -> list[tuple[str, Any]]:
     args: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+        ("grpc.initial_reconnect_backoff_ms", _INITIAL_RECONNECT_BACKOFF_MS),
         ("grpc.max_reconnect_backoff_ms", _MAX_RECONNECT_BACKOFF_MS),
     ]
     if settings.keepalive_time_s is not None:
