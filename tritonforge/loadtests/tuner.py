@@ -37,7 +37,14 @@ import numpy.typing as npt
 
 from tritonforge._atomic import atomic_write_text
 from tritonforge.converters.repository import CONFIG_NAME, model_filename, version_numbers
-from tritonforge.converters.triton_config import ENSEMBLE_PLATFORM, config_to_text, read_config, write_config
+from tritonforge.converters.triton_config import (
+    DEFAULT_QUEUE_BATCHES,
+    DEFAULT_QUEUE_TIMEOUT_US,
+    ENSEMBLE_PLATFORM,
+    config_to_text,
+    read_config,
+    write_config,
+)
 from tritonforge.errors import ConfigError, ServerError
 from tritonforge.loadtests.closed_loop import LoopFigures, request_batches, run_closed_loop
 from tritonforge.loadtests.tuner_search import Candidate, SearchResult, SearchSpace, Trial, search
@@ -127,15 +134,16 @@ def apply_candidate(config: Mapping[str, Any], candidate: Candidate) -> dict[str
     """Return a served model config (Triton's JSON form) with the candidate's batching fields and nothing else changed.
 
     Sets max_batch_size, dynamic_batching.max_queue_delay_microseconds and preferred_batch_size (other
-    dynamic_batching fields are kept; no dynamic_batching at all for a delay of None), and the count of every
-    instance group (one group is added if there is none).
+    dynamic_batching fields are kept; no dynamic_batching at all for a delay of None), the queue bound (see
+    `queue_size`), and the count of every instance group (one group is added if there is none).
     """
     changed = copy.deepcopy(dict(config))
+    old_batch_size = int(changed.get("max_batch_size", 0))
     changed["max_batch_size"] = candidate.max_batch_size
     if candidate.max_queue_delay_us is None:
         changed.pop("dynamic_batching", None)
     else:
-        changed["dynamic_batching"] = _batching_json(changed.get("dynamic_batching"), candidate)
+        changed["dynamic_batching"] = _batching_json(changed.get("dynamic_batching"), candidate, old_batch_size)
     groups = [dict(group) for group in changed.get("instance_group") or []] or [{}]
     for group in groups:
         group["count"] = candidate.instances
@@ -143,8 +151,26 @@ def apply_candidate(config: Mapping[str, Any], candidate: Candidate) -> dict[str
     return changed
 
 
-def _batching_json(current: Mapping[str, Any] | None, candidate: Candidate) -> dict[str, Any]:
+def queue_size(current: int | None, *, old_batch_size: int, new_batch_size: int) -> int:
+    """The max_queue_size a tuned config gets: the default bound follows max_batch_size, a chosen one is kept.
+
+    A config without a queue policy (batching added by the tuner) gets the generator's default of
+    DEFAULT_QUEUE_BATCHES full batches, and so does one whose bound was that default for the old max_batch_size;
+    any other bound was set on purpose and stays.
+    """
+    if current is None or current == DEFAULT_QUEUE_BATCHES * old_batch_size:
+        return DEFAULT_QUEUE_BATCHES * new_batch_size
+    return current
+
+
+def _batching_json(current: Mapping[str, Any] | None, candidate: Candidate, old_batch_size: int) -> dict[str, Any]:
     batching = dict(current or {})
+    policy = dict(batching.get("default_queue_policy") or {})
+    size = int(policy["max_queue_size"]) if "max_queue_size" in policy else None
+    if not policy:  # the generator's policy for a model the tuner turns batching on for
+        policy = {"default_timeout_microseconds": str(DEFAULT_QUEUE_TIMEOUT_US), "allow_timeout_override": True}
+    policy["max_queue_size"] = queue_size(size, old_batch_size=old_batch_size, new_batch_size=candidate.max_batch_size)
+    batching["default_queue_policy"] = policy
     batching["max_queue_delay_microseconds"] = str(candidate.max_queue_delay_us)  # uint64: a string in proto JSON
     if candidate.preferred:
         batching["preferred_batch_size"] = list(candidate.preferred_batch_sizes)
@@ -163,8 +189,18 @@ def canonical_config(config: model_config_pb2.ModelConfig, candidate: Candidate)
     if candidate.max_queue_delay_us is None:
         tuned.ClearField("dynamic_batching")
     else:
+        had_policy = tuned.dynamic_batching.HasField("default_queue_policy")
         tuned.dynamic_batching.SetInParent()  # present even at delay 0: the message's presence enables batching
         tuned.dynamic_batching.max_queue_delay_microseconds = candidate.max_queue_delay_us
+        policy = tuned.dynamic_batching.default_queue_policy
+        if not had_policy:
+            policy.default_timeout_microseconds = DEFAULT_QUEUE_TIMEOUT_US
+            policy.allow_timeout_override = True
+        policy.max_queue_size = queue_size(
+            policy.max_queue_size if had_policy else None,
+            old_batch_size=config.max_batch_size,
+            new_batch_size=candidate.max_batch_size,
+        )
         del tuned.dynamic_batching.preferred_batch_size[:]
         tuned.dynamic_batching.preferred_batch_size.extend(candidate.preferred_batch_sizes)
     if not tuned.instance_group:

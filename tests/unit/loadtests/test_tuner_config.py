@@ -52,7 +52,11 @@ def test_served_config_gets_only_the_batching_fields() -> None:
     changed = apply_candidate(SERVED, TUNED)
     assert changed["max_batch_size"] == 32
     assert changed["dynamic_batching"] == {
-        "max_queue_delay_microseconds": "2000", "preserve_ordering": False, "preferred_batch_size": [32]
+        "max_queue_delay_microseconds": "2000", "preserve_ordering": False, "preferred_batch_size": [32],
+        # no policy was served: the generator's default one, bounded at 4 full batches of the new size
+        "default_queue_policy": {
+            "default_timeout_microseconds": "1000000", "allow_timeout_override": True, "max_queue_size": 128
+        },
     }  # fmt: skip
     assert changed["instance_group"] == [{"name": "digits_0", "kind": "KIND_CPU", "count": 2, "gpus": []}]
     untouched = {k: v for k, v in changed.items() if k not in {"max_batch_size", "dynamic_batching", "instance_group"}}
@@ -222,3 +226,33 @@ def test_a_tuning_run_into_a_folder_holding_an_earlier_run_is_refused_unless_ove
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     _claim_out_dir(tmp_path / "fresh", overwrite=False)
     assert (tmp_path / "fresh").is_dir()
+
+
+def _served_with_queue(max_queue_size: int) -> dict[str, Any]:
+    policy = {"default_timeout_microseconds": "5000", "allow_timeout_override": True, "max_queue_size": max_queue_size}
+    return {**SERVED, "dynamic_batching": {**SERVED["dynamic_batching"], "default_queue_policy": policy}}
+
+
+def test_the_default_queue_bound_follows_max_batch_size_and_a_chosen_one_is_kept() -> None:
+    default_bound = apply_candidate(_served_with_queue(4 * 64), TUNED)["dynamic_batching"]["default_queue_policy"]
+    chosen_bound = apply_candidate(_served_with_queue(1000), TUNED)["dynamic_batching"]["default_queue_policy"]
+
+    assert default_bound == {
+        "default_timeout_microseconds": "5000",
+        "allow_timeout_override": True,
+        "max_queue_size": 128,
+    }
+    assert chosen_bound["max_queue_size"] == 1000
+
+
+def test_canonical_rewrite_adds_or_rescales_the_queue_policy(tmp_path: Path) -> None:
+    original = _canonical(tmp_path)  # dynamic batching without a queue policy
+    added = canonical_config(original, TUNED).dynamic_batching.default_queue_policy
+    assert (added.max_queue_size, added.default_timeout_microseconds, added.allow_timeout_override) == (
+        128, 1_000_000, True
+    )  # fmt: skip
+
+    original.dynamic_batching.default_queue_policy.max_queue_size = 4 * 64
+    original.dynamic_batching.default_queue_policy.default_timeout_microseconds = 5000
+    rescaled = canonical_config(original, TUNED).dynamic_batching.default_queue_policy
+    assert (rescaled.max_queue_size, rescaled.default_timeout_microseconds) == (128, 5000)
