@@ -27,6 +27,7 @@ import psutil
 
 from tritonforge._runs import new_run_dir
 from tritonforge.examples.digits import MODEL_NAME, build_digits
+from tritonforge.loadtests.arrivals import open_loop_users
 from tritonforge.loadtests.capacity import run_capacity
 from tritonforge.loadtests.runner import LoadTestConfig, run_loadtest
 from tritonforge.loadtests.slo import load_model_slo
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 output_dir=args.out / "soak",
                 rate_rps=rate,
                 arrival="constant",
+                users=open_loop_users(rate),  # the in-flight bound the capacity steps had (4 would queue behind stalls)
                 run_time_s=args.duration_s,
                 overwrite=True,
                 slo=slo,
@@ -132,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, Any] = {
         "knee_rps": knee,
         "rate_rps": rate,
+        "users": config.users,
         "duration_s": args.duration_s,
         "requests": result.measurement.requests,
         "failures": result.measurement.failures,
@@ -143,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         "rss_growth_after_1min_pct": round(100 * (rss_end / rss_1min - 1), 2),
         "p99_first_minute_ms": p99_first,
         "p99_last_minute_ms": p99_last,
+        "late_starts": result.late.late if result.late else None,
         "slo_passed": result.passed,
     }
     (args.out / "soak.json").write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
