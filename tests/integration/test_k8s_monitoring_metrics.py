@@ -6,6 +6,7 @@ machines; tests/unit/k8s/test_k8s_monitoring.py checks them against Triton's doc
 from __future__ import annotations
 
 import re
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,8 +44,16 @@ def test_rule_and_dashboard_metrics_are_exported_by_triton(summary_server: Embed
     with TritonClient(summary_server.grpc_url) as client:
         for i in range(len(images)):
             client.infer("digits", {"image": images[i : i + 1]})
-    with urllib.request.urlopen(summary_server.metrics_url, timeout=5) as response:
-        text = response.read().decode()
+    # Triton refreshes its metrics on an interval (2 s by default): read until the three requests show, or 60 s pass.
+    deadline = time.monotonic() + 60
+    while True:
+        with urllib.request.urlopen(summary_server.metrics_url, timeout=30) as response:
+            text = response.read().decode()
+        if re.search(rf'^nv_inference_request_success\{{[^}}]*model="digits"[^}}]*\}} {len(images)}$', text, re.M):
+            break
+        if time.monotonic() > deadline:
+            break  # the assertions below say what is missing
+        time.sleep(0.5)
     digits = {m.group(1) for m in re.finditer(r'^(nv_[a-z_]+)\{[^}]*model="digits"[^}]*\} \S+$', text, re.M)}
     assert served <= digits, f"not on the metrics port for model digits: {sorted(served - digits)}"
     success = re.search(r'^nv_inference_request_success\{[^}]*model="digits"[^}]*\} (\S+)$', text, re.M)
