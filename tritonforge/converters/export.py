@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import pickle
 import re
 import tempfile
 from collections.abc import Sequence
@@ -102,25 +101,9 @@ def load_factory(spec: str, weights: Path | None = None) -> torch.nn.Module:
 
 
 def _load_weights(model: torch.nn.Module, weights: Path) -> None:
-    import torch
+    from tritonforge.converters.weights import load_weights
 
-    if not weights.is_file():
-        raise ConfigError(f"weights file {weights} does not exist")
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-        raise ConfigError(
-            f"{weights} is not a weights-only state dict ({' '.join(str(exc).split())[:200]}); "
-            "save it with torch.save(model.state_dict(), path)"
-        ) from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]  # a training checkpoint that wraps the state dict
-    if not isinstance(state, dict):
-        raise ConfigError(f"{weights} holds a {type(state).__name__}, not a state dict")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ConfigError(f"{weights} does not fit the model: {' '.join(str(exc).split())[:300]}") from exc
+    load_weights(model, weights)
 
 
 def _validate(model_name: str, max_batch_size: int, max_queue_delay_us: int, instance_count: int) -> None:
