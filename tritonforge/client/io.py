@@ -5,7 +5,8 @@
     print(render_outputs(outputs, fmt=OutputFormat.TABLE))
 
 Inputs come from `.npy` files (their dtype is kept) or `.json` files holding a nested list (cast to the dtype
-the model expects, since JSON has no dtype).
+the model expects, since JSON has no dtype). Float outputs are shown as scores (argmax and top values per item);
+integer and boolean outputs (class ids, token ids, counts) as the values they are.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tritonforge.client.client import TritonClient
 from tritonforge.client.tensors import TensorInfo
 from tritonforge.client.transport import SyncTransportFactory
 from tritonforge.errors import ConfigError, InvalidInputError
+from tritonforge.signature import ModelSignature, SignatureTensor
 
 __all__ = [
     "InferJob",
@@ -36,6 +38,7 @@ __all__ = [
     "render_outputs",
     "resolve_inputs",
     "run_infer_job",
+    "served_signature",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -49,7 +52,8 @@ class OutputFormat(str, Enum):
     """How `tritonforge infer` prints outputs."""
 
     TABLE = "table"
-    """For people: each output's shape, and for 2-D outputs one row per item with argmax and top values."""
+    """For people: each output's shape, then per item the argmax and top values of float scores, or the values of
+    integer outputs."""
     JSON = "json"
     """For scripts: every output's dtype, shape and full data."""
 
@@ -208,24 +212,42 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _table_rows(array: NDArray[Any], top_k: int) -> list[str]:
-    width = len(str(min(len(array), _MAX_ROWS) - 1))
-    lines = [f"  {'item':>{max(width, 4)}}  {'argmax':>6}  top {min(top_k, array.shape[1])} (index: value)"]
+def _item_width(array: NDArray[Any]) -> int:
+    return max(len(str(min(len(array), _MAX_ROWS) - 1)), 4)
+
+
+def _more_rows(array: NDArray[Any]) -> list[str]:
+    return [f"  ... {len(array) - _MAX_ROWS} more rows (use --format json for all)"] if len(array) > _MAX_ROWS else []
+
+
+def _score_rows(array: NDArray[Any], top_k: int) -> list[str]:
+    width = _item_width(array)
+    lines = [f"  {'item':>{width}}  {'argmax':>6}  top {min(top_k, array.shape[1])} (index: value)"]
     for i, row in enumerate(array[:_MAX_ROWS]):
         order = np.argsort(-row, kind="stable")[:top_k]
         top = "  ".join(f"{int(j)}: {_fmt(row[j])}" for j in order)
-        lines.append(f"  {i:>{max(width, 4)}}  {int(order[0]):>6}  {top}")
-    if len(array) > _MAX_ROWS:
-        lines.append(f"  ... {len(array) - _MAX_ROWS} more rows (use --format json for all)")
-    return lines
+        lines.append(f"  {i:>{width}}  {int(order[0]):>6}  {top}")
+    return lines + _more_rows(array)
+
+
+def _value_rows(array: NDArray[Any]) -> list[str]:
+    """One row per item with its values: an integer output is an answer (a class id, token ids), not scores."""
+    width = _item_width(array)
+    lines = [f"  {'item':>{width}}  values"]
+    for i, row in enumerate(array[:_MAX_ROWS]):
+        flat = row.reshape(-1)
+        shown = ", ".join(_fmt(v) for v in flat[:_MAX_INLINE_VALUES])
+        more = f", ... ({flat.size - _MAX_INLINE_VALUES} more)" if flat.size > _MAX_INLINE_VALUES else ""
+        lines.append(f"  {i:>{width}}  {shown}{more}")
+    return lines + _more_rows(array)
 
 
 def format_table(outputs: Mapping[str, NDArray[Any]], *, top_k: int = _TOP_K) -> str:
-    """Render outputs for a person: shape and dtype, then for 2-D numeric outputs one row per batch item.
+    """Render outputs for a person: shape and dtype, then per batch item the scores' argmax or the integer values.
 
     Args:
         outputs: one array per output name.
-        top_k: how many of the largest values to show per row.
+        top_k: how many of the largest values to show per row of a 2-D float output.
 
     Returns:
         The table, one output after another.
@@ -233,12 +255,18 @@ def format_table(outputs: Mapping[str, NDArray[Any]], *, top_k: int = _TOP_K) ->
     lines: list[str] = []
     for name, array in outputs.items():
         lines.append(f"{name}: {array.dtype} {list(array.shape)}")
-        if array.ndim == 2 and array.shape[1] > 0 and array.dtype.kind in "biuf":
-            lines += _table_rows(array, top_k)
+        if array.ndim == 2 and array.shape[1] > 0 and array.dtype.kind == "f":
+            lines += _score_rows(array, top_k)
+        elif array.ndim >= 2 and array.shape[0] > 0 and array.dtype.kind in "biu":
+            lines += _value_rows(array)
         elif array.size <= _MAX_INLINE_VALUES:
-            lines.append("  " + np.array2string(array, formatter={"all": _fmt}, separator=", "))
-        elif array.dtype.kind in "biuf":
+            text = np.array2string(array, formatter={"all": _fmt}, separator=", ")
+            lines.append("  " + text.replace("\n", "\n  "))
+        elif array.dtype.kind == "f":
             lines.append(f"  min {_fmt(array.min())}  max {_fmt(array.max())}  mean {_fmt(array.mean())}")
+        elif array.dtype.kind in "biu":
+            shown = ", ".join(_fmt(v) for v in array[:_MAX_INLINE_VALUES])
+            lines.append(f"  {shown}, ... ({array.size - _MAX_INLINE_VALUES} more; use --format json for all)")
         else:
             lines.append(f"  {array.size} values (use --format json to see them)")
     return "\n".join(lines)
@@ -264,3 +292,43 @@ def format_json(outputs: Mapping[str, NDArray[Any]]) -> str:
 def render_outputs(outputs: Mapping[str, NDArray[Any]], *, fmt: OutputFormat = OutputFormat.TABLE) -> str:
     """Render outputs as a table or as JSON."""
     return format_json(outputs) if fmt is OutputFormat.JSON else format_table(outputs)
+
+
+def _signature_tensor(tensor: TensorInfo, *, batched: bool) -> SignatureTensor:
+    dims = tensor.shape[1:] if batched and tensor.shape else tensor.shape
+    return SignatureTensor(name=tensor.name, dtype=tensor.np_dtype.name, dims=tuple(dims))
+
+
+def served_signature(
+    url: str,
+    model: str,
+    *,
+    version: str | None = None,
+    timeout_s: float = 10.0,
+    transport_factory: SyncTransportFactory | None = None,
+) -> ModelSignature:
+    """Ask a server what a model takes and returns (its metadata and config), for `tritonforge model signature`.
+
+    Args:
+        url: the server's gRPC address.
+        model: the model's name.
+        version: the model version; None for the server's choice.
+        timeout_s: the calls' deadline.
+        transport_factory: what carries the calls (default: tritonclient's gRPC client).
+
+    Returns:
+        The signature, dims without the batch axis; a server reports no dim names, so variable sizes are -1.
+
+    Raises:
+        ClientError: the server is unreachable or the model unknown (a subclass).
+    """
+    with TritonClient(url, timeout_s=timeout_s, transport_factory=transport_factory) as client:
+        signature = client.model_signature(model, version)
+    batched = signature.max_batch_size > 0
+    return ModelSignature(
+        name=model,
+        version=version,
+        inputs=tuple(_signature_tensor(t, batched=batched) for t in signature.inputs),
+        outputs=tuple(_signature_tensor(t, batched=batched) for t in signature.outputs),
+        max_batch_size=signature.max_batch_size,
+    )

@@ -5,11 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from client_fakes import DIGITS, FakeTriton, fake_logits
+from client_fakes import DIGITS, MAX_BATCH, FakeTriton, fake_logits
 
 from tritonforge.client import InferJob, InputSpec, OutputFormat, TensorInfo, render_outputs, run_infer_job
-from tritonforge.client.io import format_json, format_table, load_array, resolve_inputs
-from tritonforge.errors import ConfigError, InvalidInputError
+from tritonforge.client.io import format_json, format_table, load_array, resolve_inputs, served_signature
+from tritonforge.errors import ConfigError, InvalidInputError, ModelNotReadyError
+from tritonforge.signature import SignatureTensor
 
 IMAGE = TensorInfo("image", "FP32", (-1, 1, 8, 8))
 
@@ -147,3 +148,48 @@ def test_run_infer_job_sends_file_contents_when_server_answers(tmp_path: Path, f
     outputs = run_infer_job(job, transport_factory=factory)
     np.testing.assert_allclose(outputs["logits"], fake_logits(batch))
     assert fake.closed
+
+
+def test_format_table_shows_integer_class_ids_as_values_not_scores() -> None:
+    lines = format_table({"label": np.array([[3], [7]], np.int64)}).splitlines()
+
+    assert lines == ["label: int64 [2, 1]", "  item  values", "     0  3", "     1  7"]
+
+
+def test_format_table_shows_integer_rows_as_values_when_output_is_token_ids() -> None:
+    ids = np.array([[101, 7592, 102, 0], [101, 2088, 999, 102]], np.int32)
+
+    text = format_table({"ids": ids})
+
+    assert "argmax" not in text and "top" not in text
+    assert text.splitlines()[2].split() == ["0", "101,", "7592,", "102,", "0"]
+
+
+def test_format_table_shows_long_integer_vector_as_values_with_a_count_of_the_rest() -> None:
+    text = format_table({"counts": np.arange(40, dtype=np.int64)})
+
+    assert "0, 1, 2" in text and "(24 more; use --format json for all)" in text
+    assert "mean" not in text
+
+
+def test_format_table_keeps_argmax_for_float_scores_beside_integer_output() -> None:
+    outputs = {"logits": np.array([[0.1, 0.9]], np.float32), "label": np.array([[1]], np.int64)}
+
+    text = format_table(outputs)
+
+    assert "argmax" in text.split("label:")[0]
+    assert "argmax" not in text.split("label:")[1]
+
+
+def test_served_signature_drops_batch_axis_and_names_numpy_dtypes(factory, fake: FakeTriton) -> None:
+    signature = served_signature("127.0.0.1:8001", DIGITS, transport_factory=factory)
+
+    assert signature.max_batch_size == MAX_BATCH
+    assert signature.inputs == (SignatureTensor(name="image", dtype="float32", dims=(1, 8, 8)),)
+    assert signature.outputs == (SignatureTensor(name="logits", dtype="float32", dims=(10,)),)
+    assert fake.closed
+
+
+def test_served_signature_raises_model_not_ready_when_model_unknown(factory) -> None:
+    with pytest.raises(ModelNotReadyError):
+        served_signature("127.0.0.1:8001", "nope", transport_factory=factory, timeout_s=0.05)
