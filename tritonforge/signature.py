@@ -5,7 +5,8 @@
     signature.to_dict()["inputs"][0]["shape"]   # ["batch", 1, 8, 8]
 
 It depends on nothing else in tritonforge, so library code and the CLI can both import it without a cycle; the
-table people read is drawn by `tritonforge.cli.signature.format_signature`.
+table people read is drawn by `tritonforge.cli.signature.format_signature`. (The client's own
+`tritonforge.client.tensors.ModelSignature` is what requests are checked against: Triton datatypes, batch axis as -1.)
 """
 
 from __future__ import annotations

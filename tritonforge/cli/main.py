@@ -27,6 +27,7 @@ from tritonforge.cli import (
     infer,
     k8s,
     loadtest,
+    model,
     quantize,
     repo,
     report,
@@ -48,6 +49,8 @@ gpu_app = typer.Typer(help="GPU-node repository and TensorRT engines.", no_args_
 k8s_app = typer.Typer(help="Kubernetes manifests (k8s/).", no_args_is_help=True)
 app.add_typer(k8s_app, name="k8s")
 app.add_typer(gpu_app, name="gpu")
+model_app = typer.Typer(help="Look at one model, served or in a repository.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
 
 
 def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -92,6 +95,7 @@ app.command("tune")(_one_line_errors(tune.tune))
 app.command("quantize")(_one_line_errors(quantize.quantize))
 app.command("compare")(_one_line_errors(compare.compare))
 repo_app.command("check")(_one_line_errors(repo.check))
+model_app.command("signature")(_one_line_errors(model.signature))
 gpu_app.command("repository")(_one_line_errors(gpu.repository))
 gpu_app.command("build-engine")(_one_line_errors(gpu.build_engine))
 k8s_app.command("render")(_one_line_errors(k8s.render))
