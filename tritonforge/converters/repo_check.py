@@ -5,14 +5,21 @@
         print(finding)   # "model_repository/digits/2/model.onnx: input 'image': config dims [1, 8, 9] ..."
     print(findings.model_count, findings.version_count)
 
-Checked: every config.pbtxt parses and names its folder; batching settings are coherent; each version folder holds
-the model file; for ONNX models, inputs and outputs match the graph in names, dtypes and dims, and max_batch_size > 0
-comes with a dynamic first axis in the graph. Other platforms get the file checks only.
+Checked, as Triton checks when it loads a model (its model_config_utils.cc) and as far as can be seen offline:
+every config.pbtxt parses and, where it gives a name, names its folder; inputs and outputs have a unique name, a
+data_type and dims of sizes >= 1 or -1, and a reshape holding as many elements as the dims; batching settings are
+coherent; version folders are integers (Triton ignores any other folder); each version holds the model file and every
+label file named exists; ensembles call models that exist, with their inputs and outputs, and every tensor they read
+is an ensemble input or a step's output. For ONNX models, inputs and outputs match the graph in names, dtypes and
+dims, and max_batch_size > 0 comes with a dynamic first axis in the graph. Other platforms get the file checks only.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,14 +74,90 @@ def _batching_problems(config: model_config_pb2.ModelConfig) -> list[str]:
     if config.HasField("dynamic_batching"):
         if config.max_batch_size == 0:
             problems.append("dynamic_batching needs max_batch_size >= 1; remove it or raise max_batch_size")
+        not_positive = [s for s in config.dynamic_batching.preferred_batch_size if s <= 0]
+        if not_positive:
+            problems.append(f"preferred_batch_size {not_positive[0]} must be >= 1")
         too_big = [s for s in config.dynamic_batching.preferred_batch_size if s > config.max_batch_size]
         if too_big and config.max_batch_size > 0:
             problems.append(f"preferred_batch_size {too_big[0]} exceeds max_batch_size {config.max_batch_size}")
     return problems
 
 
-def _dims_text(dims: tuple[int, ...] | list[int]) -> str:
+def _dims_text(dims: Sequence[int]) -> str:
     return "[" + ", ".join(str(d) for d in dims) + "]"
+
+
+def _element_count(dims: Sequence[int]) -> int:
+    """Triton's GetElementCount: -1 when any dim is variable, 0 for no dims at all."""
+    if DYNAMIC_DIM in dims:
+        return DYNAMIC_DIM
+    return math.prod(dims) if dims else 0
+
+
+def _trunks(dims: Sequence[int]) -> list[int]:
+    """Element counts of the runs of fixed dims between variable ones ([2, 4, -1, 6] -> [8, 6])."""
+    counts, current = [], 1
+    for dim in dims:
+        if dim == DYNAMIC_DIM:
+            counts.append(current)
+            current = 1
+        else:
+            current *= dim
+    return [*counts, current]
+
+
+def _reshape_problem(label: str, dims: Sequence[int], shape: Sequence[int], max_batch: int) -> str | None:
+    if not shape and max_batch == 0:
+        return f"{label}: an empty reshape needs max_batch_size >= 1 (a model without batching cannot take scalars)"
+    bad = [d for d in shape if d < 1 and d != DYNAMIC_DIM]
+    if bad:
+        return f"{label}: reshape dim {bad[0]} in {_dims_text(shape)} is not allowed; use a size >= 1, or -1 for any"
+    dims_count, shape_count = _element_count(dims), _element_count(shape)
+    fits = dims_count == shape_count or (shape_count == 0 and dims_count == 1)
+    if fits and dims_count == DYNAMIC_DIM:
+        fits = _trunks(dims) == _trunks(shape)
+    if not fits:
+        return (
+            f"{label}: reshape {_dims_text(shape)} does not hold the same elements as dims {_dims_text(dims)}; "
+            "make the sizes between -1s multiply to the same numbers"
+        )
+    return None
+
+
+def _entry_problems(
+    label: str, entry: model_config_pb2.ModelInput | model_config_pb2.ModelOutput, max_batch: int
+) -> list[str]:
+    """What Triton's ValidateIOShape refuses in one input or output."""
+    problems = []
+    if entry.data_type == 0:  # TYPE_INVALID: the field was left out
+        problems.append(f"{label} has no data_type; set one, e.g. TYPE_FP32")
+    dims = list(entry.dims)
+    if not dims:
+        hint = " (for one value per item: dims [ 1 ] with reshape { shape: [ ] })" if max_batch > 0 else ""
+        return [*problems, f"{label} has no dims; give its shape without the batch axis{hint}"]
+    bad = [d for d in dims if d < 1 and d != DYNAMIC_DIM]
+    if bad:
+        problems.append(f"{label}: dim {bad[0]} in {_dims_text(dims)} is not allowed; use a size >= 1, or -1 for any")
+    elif entry.HasField("reshape"):
+        problem = _reshape_problem(label, dims, list(entry.reshape.shape), max_batch)
+        problems.extend([problem] if problem else [])
+    return problems
+
+
+def _io_problems(config: model_config_pb2.ModelConfig) -> list[str]:
+    """Unnamed, duplicated, untyped or badly shaped inputs and outputs: Triton refuses to load any of them."""
+    problems = []
+    for role, entries in (("input", config.input), ("output", config.output)):
+        seen: set[str] = set()
+        for index, entry in enumerate(entries):
+            label = f"{role} '{entry.name}'" if entry.name else f"{role} #{index + 1}"
+            if not entry.name:
+                problems.append(f"{label} has no name; every {role} needs one")
+            elif entry.name in seen:
+                problems.append(f"{role} name '{entry.name}' appears more than once; {role} names must be unique")
+            seen.add(entry.name)
+            problems.extend(_entry_problems(label, entry, config.max_batch_size))
+    return problems
 
 
 def _tensor_problems(
@@ -106,9 +189,12 @@ def _tensor_problems(
     )
     if not fits:
         where = " (batch axis removed)" if max_batch > 0 else ""
+        hint = ""
+        if max_batch > 0 and len(config_dims) == len(graph.dims) and config_dims[1:] == tuple(model_dims):
+            hint = f"; with max_batch_size {max_batch} the dims leave the batch axis out: {_dims_text(model_dims)}"
         problems.append(
             f"{role} '{entry.name}': config dims {_dims_text(config_dims)} do not match the graph's "
-            f"{_dims_text(model_dims)}{where}"
+            f"{_dims_text(model_dims)}{where}{hint}"
         )
     return problems
 
@@ -180,6 +266,130 @@ def _check_version(model_dir: Path, version: int, config: model_config_pb2.Model
     ]
 
 
+def _model_io(config_path: Path) -> tuple[set[str], set[str]] | None:
+    """A sibling model's input and output names, or None when its config cannot be read (reported for it)."""
+    try:
+        config = read_config(config_path)
+    except ConfigError:
+        return None
+    return {i.name for i in config.input}, {o.name for o in config.output}
+
+
+def _step_problems(index: int, step: model_config_pb2.ModelEnsembling.Step, repository: Path) -> list[str]:
+    where = f"ensemble step {index + 1} (model '{step.model_name}')"
+    if not step.model_name:
+        return [f"ensemble step {index + 1} has no model_name"]
+    problems = [f"{where} has no {field}" for field in ("input_map", "output_map") if not getattr(step, field)]
+    config_path = repository / step.model_name / CONFIG_NAME
+    if not config_path.is_file():
+        return [*problems, f"ensemble step calls model '{step.model_name}', which is not in this repository"]
+    io = _model_io(config_path)
+    if io is None:
+        return problems
+    for field, names, role in (("input_map", io[0], "input"), ("output_map", io[1], "output")):
+        problems.extend(
+            f"{where}: {field} names {role} '{key}', which the model does not have "
+            f"({role}s: {', '.join(sorted(names))})"
+            for key in getattr(step, field)
+            if key not in names
+        )
+    return problems
+
+
+def _flow_problems(config: model_config_pb2.ModelConfig) -> list[str]:
+    """Triton's ensemble data-flow check: every tensor read is provided, every output written, nothing left unused."""
+    steps = config.ensemble_scheduling.step
+    inputs = {i.name for i in config.input}
+    outputs = {o.name for o in config.output}
+    read = {tensor for step in steps for tensor in step.input_map.values()}
+    written: list[str] = [tensor for step in steps for tensor in step.output_map.values()]
+    problems = [f"ensemble tensor '{t}' is written by more than one step" for t in sorted(_repeated(written))]
+    problems.extend(
+        f"ensemble step(s) read tensor '{t}', which is neither an ensemble input nor any step's output"
+        for t in sorted(read - inputs - set(written))
+    )
+    problems.extend(f"ensemble output '{t}' is written by no step" for t in sorted(outputs - set(written)))
+    problems.extend(
+        f"ensemble input '{t}' is read by no step; Triton refuses unused inputs" for t in sorted(inputs - read)
+    )
+    problems.extend(
+        f"ensemble tensor '{t}' is written but neither read by a step nor an ensemble output; Triton refuses "
+        "unused tensors: drop it from output_map"
+        for t in sorted(set(written) - read - outputs)
+    )
+    return problems
+
+
+def _repeated(items: Iterable[str]) -> set[str]:
+    return {item for item, count in Counter(items).items() if count > 1}
+
+
+def _ensemble_problems(config: model_config_pb2.ModelConfig, repository: Path) -> list[str]:
+    """What Triton refuses in an ensemble (ValidateEnsembleSchedulingConfig), with the step models' own configs."""
+    if not config.HasField("ensemble_scheduling"):
+        if config.platform == "ensemble":
+            return ["platform 'ensemble' needs ensemble_scheduling { step { ... } }"]
+        return []
+    if config.platform != "ensemble":
+        return [f'ensemble_scheduling is set but platform is {config.platform!r}; set platform: "ensemble"']
+    steps = config.ensemble_scheduling.step
+    if not steps:
+        return ["ensemble_scheduling has no step; add one per model it calls"]
+    problems = (
+        ["an ensemble takes no instance_group (its steps' models have their own)"] if config.instance_group else []
+    )
+    for index, step in enumerate(steps):
+        problems.extend(_step_problems(index, step, repository))
+    return problems + _flow_problems(config)
+
+
+def _folder_problems(model_dir: Path, config: model_config_pb2.ModelConfig, versions: list[int]) -> list[Finding]:
+    """Folders Triton ignores or misses: staging leftovers, non-integer versions, missing versions and label files."""
+
+    def finding(message: str, path: Path) -> Finding:
+        return Finding(model=model_dir.name, version=None, path=path, message=message)
+
+    folders = sorted(p for p in model_dir.iterdir() if p.is_dir())
+    findings = [
+        finding("leftover staging folder from an interrupted export; delete it", p)
+        for p in folders
+        if p.name.startswith(".staging-")
+    ]
+    for folder in folders:
+        if folder.name.startswith("."):
+            continue
+        if not folder.name.isdigit():
+            findings.append(
+                finding(
+                    f"folder '{folder.name}' is not a version number; Triton ignores it (name versions 1, 2, ...)",
+                    folder,
+                )
+            )
+        elif folder.name.startswith("0"):
+            findings.append(
+                finding(
+                    f"version folder '{folder.name}' is ignored here; name versions 1, 2, ... without leading zeros",
+                    folder,
+                )
+            )
+    if not versions:
+        findings.append(finding("no version folders (e.g. 1/); export a version", model_dir))
+    if config.version_policy.WhichOneof("policy_choice") == "specific":
+        missing = sorted(set(config.version_policy.specific.versions) - set(versions))
+        if missing:
+            findings.append(
+                finding(f"version_policy lists version(s) {missing} that have no folder", model_dir / CONFIG_NAME)
+            )
+    findings.extend(
+        finding(
+            f"output '{o.name}' names label file '{o.label_filename}', which is missing", model_dir / o.label_filename
+        )
+        for o in config.output
+        if o.label_filename and not (model_dir / o.label_filename).is_file()
+    )
+    return findings
+
+
 def _check_model(model_dir: Path) -> tuple[list[Finding], int]:
     name = model_dir.name
     config_path = model_dir / CONFIG_NAME
@@ -193,32 +403,18 @@ def _check_model(model_dir: Path) -> tuple[list[Finding], int]:
         config = read_config(config_path)
     except ConfigError as exc:
         return [finding(str(exc).removeprefix(str(config_path)).lstrip(":"))], 0
-    findings = [finding(message) for message in _batching_problems(config)]
-    if config.name != name:
+    findings = [finding(message) for message in _batching_problems(config) + _io_problems(config)]
+    if config.name and config.name != name:  # a config without a name takes its folder's
         findings.append(
             finding(f"config name '{config.name}' differs from its folder '{name}'; Triton needs them equal")
         )
     if model_filename(config) is None and config.platform != "ensemble":
         findings.append(finding(f"unknown platform/backend {config.platform or config.backend!r}; files not checked"))
-    findings.extend(
-        finding("leftover staging folder from an interrupted export; delete it", p)
-        for p in sorted(model_dir.glob(".staging-*"))
-    )
+    findings.extend(finding(message) for message in _ensemble_problems(config, model_dir.parent))
     versions = version_numbers(model_dir)
-    if not versions:
-        findings.append(finding("no version folders (e.g. 1/); export a version", model_dir))
-    if config.version_policy.WhichOneof("policy_choice") == "specific":
-        missing = sorted(set(config.version_policy.specific.versions) - set(versions))
-        if missing:
-            findings.append(finding(f"version_policy lists version(s) {missing} that have no folder"))
+    findings.extend(_folder_problems(model_dir, config, versions))
     for version in versions:
         findings.extend(_check_version(model_dir, version, config))
-    siblings = {p.name for p in model_dir.parent.iterdir() if (p / CONFIG_NAME).is_file()}
-    findings.extend(
-        finding(f"ensemble step calls model '{step.model_name}', which is not in this repository")
-        for step in config.ensemble_scheduling.step
-        if step.model_name not in siblings
-    )
     return findings, len(versions)
 
 
