@@ -3,8 +3,11 @@
 tritonforge quantize digits --eval-set eval.npz --metric accuracy --method int8-dynamic --method int8-static
     --calibration-set calib.npz --calibrate entropy [--accuracy-aware] [--as-version | --name NAME]
 
-Prints one row per variant (gate figures, pass/FAIL and by how much it missed, speed against FP32, where it was
-written) and exits 1 when no variant passed, so a pipeline stops rather than ship a silently worse model.
+Prints the FP32 baseline (accuracy, p50 latency, items/s, size), then one row per variant (gate figures, pass, FAIL
+and by how much it missed, or REFUSED and why: no quantized op, or neither smaller nor faster than FP32; speed and
+size against FP32, where it was written) and exits 1 when no variant was written, so a pipeline stops rather than
+ship a silently worse model. `--force` writes a passing variant that is not smaller or faster, with a warning;
+`--report FILE` writes the same figures as JSON.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import typer
 from tritonforge.converters.quality_gate import GateMetric, QualityGateError
 from tritonforge.converters.quantize import DEFAULT_PERCENTILE, CalibrationMethod, QuantMethod, QuantSettings
 from tritonforge.converters.sensitivity import DEFAULT_MAX_TRIES, Granularity
-from tritonforge.converters.variants import SPEED_SECONDS, VariantOutcome
+from tritonforge.converters.variants import SPEED_SECONDS, SpeedPoint, VariantOutcome
 from tritonforge.errors import ConfigError
 
 
@@ -60,31 +63,43 @@ def build_settings(
     return settings
 
 
-def _throughput(outcome: VariantOutcome, index: int) -> str:
-    if outcome.speed is None or index >= len(outcome.speed):
-        return "-"
-    point = outcome.speed[index]
-    ratio = point.items_per_s / outcome.reference_speed[index].items_per_s
-    return f"{point.items_per_s:,.0f}/s {ratio:.2f}x"
+def _point(point: SpeedPoint, reference: SpeedPoint) -> str:
+    return f"{point.p50_ms:.3f} ms {point.items_per_s:,.0f}/s {point.items_per_s / reference.items_per_s:.2f}x"
+
+
+def _size(size: int, reference: int) -> str:
+    return f"{size / 1e6:.2f} MB {size / reference:.2f}x" if size and reference else "-"
+
+
+def _baseline_gate(outcome: VariantOutcome) -> str:
+    if outcome.reference_accuracy is not None:
+        return f"acc {outcome.reference_accuracy:.4f}"
+    return "reference"
 
 
 def format_outcomes(outcomes: Sequence[VariantOutcome]) -> str:
-    """Return the variants as an aligned table, FP32 first (its speed is the 1.00x every ratio is against)."""
-    reference = outcomes[0].reference_speed
+    """Return the variants as an aligned table under the FP32 baseline (accuracy, p50 latency, items/s, size).
+
+    Every ratio is against the FP32 row, measured side by side in the same run.
+    """
+    first = outcomes[0]
+    reference = first.reference_speed
     batches = [p.batch_size for p in reference]
     header = ["variant", "gate", "result", *(f"batch {b}" for b in batches), "size", "written"]
-    rows = [header, ["fp32 (source)", "-", "-", *(f"{p.items_per_s:,.0f}/s 1.00x" for p in reference), "-", "-"]]
+    fp32 = ["fp32 (source)", _baseline_gate(first), "baseline", *(_point(p, p) for p in reference)]
+    rows = [header, [*fp32, _size(first.reference_size, first.reference_size), "-"]]
     for outcome in outcomes:
-        result = "pass" if outcome.passed else f"FAIL: {outcome.shortfall}"
+        result = outcome.verdict
         if outcome.search is not None:
             result += f" (accuracy-aware: {len(outcome.settings.exclude_nodes)} node(s) kept in float)"
+        speed = outcome.speed or ()
         rows.append(
             [
                 outcome.settings.label,
                 outcome.gate.summary() if outcome.gate is not None else "-",
                 result,
-                *(_throughput(outcome, i) for i in range(len(batches))),
-                f"{outcome.file_size / 1e6:.2f} MB" if outcome.file_size else "-",
+                *(_point(speed[i], reference[i]) if i < len(speed) else "-" for i in range(len(batches))),
+                _size(outcome.file_size, outcome.reference_size),
                 str(outcome.written) if outcome.written is not None else "not written",
             ]
         )
@@ -153,11 +168,21 @@ def quantize(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace a variant model's latest version instead of adding one.")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Also write a passing variant that is neither smaller nor faster than FP32."),
+    ] = False,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write the table's figures as JSON (FP32 baseline + variants).")
+    ] = None,
 ) -> None:
-    """Make INT8/FP16 variants of a model, gate each against FP32 on a task metric, and write those that pass."""
+    """Make INT8/FP16 variants of a model, gate each against FP32, and write those that pass and earn their name."""
+    import json
+
+    from tritonforge._atomic import atomic_write_text
     from tritonforge.converters.eval_set import EvalSet
     from tritonforge.converters.quality_gate import GateSpec
-    from tritonforge.converters.variants import quantize_to_repository
+    from tritonforge.converters.variants import outcomes_report, quantize_to_repository
 
     settings = build_settings(
         methods or [QuantMethod.INT8_DYNAMIC], per_channel=per_channel, reduce_range=reduce_range,
@@ -183,11 +208,14 @@ def quantize(
         max_tries=max_tries,
         speed_seconds=speed_seconds,
         overwrite=overwrite,
+        force=force,
     )
     typer.echo(format_outcomes(outcomes))
-    if not any(o.passed for o in outcomes):
-        misses = "; ".join(f"{o.settings.label}: {o.shortfall}" for o in outcomes)
-        raise QualityGateError(
-            f"no variant of '{model}' passed the {metric.value} gate ({misses}); nothing was written: "
-            "loosen the tolerance, try --per-channel or another --method, or add --accuracy-aware"
-        )
+    if report is not None:
+        atomic_write_text(report, json.dumps(outcomes_report(model, outcomes), indent=2) + "\n")
+        typer.echo(f"report: {report}")
+    if not any(o.written is not None for o in outcomes):
+        misses = "; ".join(f"{o.settings.label}: {o.verdict}" for o in outcomes)
+        if not any(o.passed for o in outcomes):
+            misses += "; loosen the tolerance, try --per-channel or another --method, or add --accuracy-aware"
+        raise QualityGateError(f"nothing was written for '{model}': {misses}")

@@ -15,6 +15,7 @@ figure that can be computed is reported; only the chosen metric decides.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
@@ -26,7 +27,15 @@ import numpy.typing as npt
 from tritonforge.converters.eval_set import EvalSet
 from tritonforge.errors import ConfigError, ConversionError, QualityGateError
 
-__all__ = ["GateMetric", "GateResult", "GateSpec", "QualityGateError", "evaluate_gate", "run_model"]
+__all__ = [
+    "GateMetric",
+    "GateResult",
+    "GateSpec",
+    "QualityGateError",
+    "check_scores_output",
+    "evaluate_gate",
+    "run_model",
+]
 
 
 class GateMetric(str, Enum):
@@ -93,8 +102,8 @@ class GateResult:
         cosine_mean: mean over items of the cosine similarity to the reference output.
         cosine_min: the lowest per-item cosine similarity.
         max_abs_error: the largest absolute difference from the reference output.
-        reference_accuracy: the FP32 model's accuracy (0..1), when labels were given.
-        candidate_accuracy: the candidate's accuracy (0..1), when labels were given.
+        reference_accuracy: the FP32 model's accuracy (0..1), when labels were given and the output is class scores.
+        candidate_accuracy: the candidate's accuracy (0..1), when labels were given and the output is class scores.
         drop_points: reference minus candidate accuracy, in percentage points (negative: it improved).
         tolerance_used: how much of the allowed loss the candidate uses (<= 1 passes; inf for NaN/Inf output);
             one number to rank candidates by.
@@ -152,6 +161,57 @@ def output_name(session: Any, output: str | None) -> str:
     if output not in names:
         raise ConfigError(f"the model has no output '{output}'; it has {names}")
     return output
+
+
+_FLOAT_TYPES = ("tensor(float)", "tensor(float16)", "tensor(double)", "tensor(bfloat16)")
+SCORES_SHAPE = "float [N, C>=2]"
+"""What the accuracy gate takes: one row of class scores or logits per item (it compares their argmax to labels)."""
+
+
+def _declared_scores(onnx_type: str, shape: Sequence[Any]) -> bool:
+    classes = shape[-1] if len(shape) == 2 else None
+    return onnx_type in _FLOAT_TYPES and len(shape) == 2 and not (isinstance(classes, int) and classes < 2)
+
+
+def check_scores_output(session: Any, output: str) -> None:
+    """Refuse an accuracy gate on an output that is not class scores or logits (float [N, C>=2]).
+
+    An integer class id, an [N, 1] score or a 3-D tensor gives an argmax that means nothing: gated on an int64
+    class-id output [N, 1], the gate used to report a constant accuracy and "pass" for any variant.
+
+    Raises:
+        ConfigError: the output is not float [N, C>=2]; the message names the outputs that would do.
+    """
+    declared = {o.name: (o.type, list(o.shape)) for o in session.get_outputs()}
+    onnx_type, shape = declared[output]
+    if _declared_scores(onnx_type, shape):
+        return
+    usable = [name for name, (kind, dims) in declared.items() if _declared_scores(kind, dims)]
+    fix = (
+        f"gate on {' or '.join(repr(u) for u in usable)} (--output {usable[0]})"
+        if usable
+        else "this model has no such output: use --metric max-abs (or cosine for embeddings)"
+    )
+    kind = onnx_type.removeprefix("tensor(").removesuffix(")")
+    dims = "x".join(str(d) if isinstance(d, int) else "N" if i == 0 else "?" for i, d in enumerate(shape))
+    raise ConfigError(
+        f"the accuracy gate takes class scores or logits, {SCORES_SHAPE}; output '{output}' is {kind} [{dims}]: {fix}"
+    )
+
+
+def _array_scores_problem(values: npt.NDArray[Any]) -> str | None:
+    if values.dtype.kind != "f":
+        return f"{values.dtype} values"
+    if values.ndim != 2 or values.shape[1] < 2:
+        return f"shape {list(values.shape)}"
+    return None
+
+
+def scores_accuracy(values: npt.NDArray[Any], labels: npt.NDArray[Any] | None) -> float | None:
+    """Top-1 accuracy of class scores against labels; None without labels or when `values` are not class scores."""
+    if labels is None or _array_scores_problem(values) is not None:
+        return None
+    return float((values.argmax(axis=1) == labels).mean())
 
 
 def run_model(onnx_path: Path, eval_set: EvalSet, output: str | None = None) -> npt.NDArray[Any]:
@@ -220,7 +280,7 @@ def evaluate_gate(
         reference: the FP32 model's output, one row per item.
         candidate: the variant's output, same shape.
         spec: the metric and tolerances.
-        labels: one class index per item (needed for accuracy; reported whenever given).
+        labels: one class index per item (needed for accuracy; reported whenever given, for class scores).
 
     Returns:
         The figures, whether the candidate passed and, if not, by how much it missed.
@@ -236,15 +296,21 @@ def evaluate_gate(
         raise ConfigError(f"{len(labels)} labels for {len(reference)} evaluation items; give one label per item")
     if spec.metric is GateMetric.ACCURACY and labels is None:
         raise ConfigError("the accuracy gate needs labels; add a 'labels' array to the evaluation set's .npz")
+    problem = _array_scores_problem(reference)
+    if spec.metric is GateMetric.ACCURACY and problem is not None:
+        raise ConfigError(
+            f"the accuracy gate takes class scores or logits, {SCORES_SHAPE}; the gated output has {problem}: "
+            "gate on the model's score or logit output (--output NAME), or use --metric max-abs"
+        )
     finite = bool(np.isfinite(candidate).all())
     cosines = row_cosines(reference, candidate)
     cosine_mean = float(cosines.mean()) if finite else math.nan
     cosine_min = float(cosines.min()) if finite else math.nan
     max_abs = float(np.abs(reference.astype(np.float64) - candidate).max()) if finite else math.inf
-    ref_acc = cand_acc = drop = None
-    if labels is not None:
-        ref_acc = float((reference.reshape(len(reference), -1).argmax(axis=1) == labels).mean())
-        cand_acc = float((candidate.reshape(len(candidate), -1).argmax(axis=1) == labels).mean()) if finite else 0.0
+    cand_acc = drop = None
+    ref_acc = scores_accuracy(reference, labels)  # an argmax over anything but class scores means nothing
+    if ref_acc is not None:
+        cand_acc = (scores_accuracy(candidate, labels) or 0.0) if finite else 0.0
         drop = (ref_acc - cand_acc) * 100.0
     misses: list[str] = []
     if not finite:

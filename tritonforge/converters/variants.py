@@ -1,18 +1,21 @@
-"""Quantized variants of a repository model: make each, gate it against FP32, time it, and write only those that pass.
+"""Quantized variants of a repository model: make each, gate it against FP32, measure it, write those that earn it.
 
     outcomes = quantize_to_repository(
         repository=Path("model_repository"), model_name="digits",
         settings=[QuantSettings(method=QuantMethod.INT8_DYNAMIC)],
         eval_set=EvalSet.from_npz(Path("eval.npz")), gate=GateSpec(metric=GateMetric.ACCURACY))
     for outcome in outcomes:
-        print(outcome.name, outcome.passed, outcome.shortfall, outcome.written)   # digits_int8_dynamic ... 1
+        print(outcome.name, outcome.verdict, outcome.written)   # digits_int8_dynamic pass .../1
 
-Order matters, as in export: every variant is made, gated and timed in a temporary folder first; the repository is
-touched only to add the variants that passed, each through the atomic `add_version`. A variant that misses its gate
-is never written, so a run in which nothing passes leaves the repository byte for byte as it was. Each written
-version carries a manifest saying what it was made from (source hash), how (settings, exclusions and what each
-cost), with which data (calibration and evaluation set hashes), how good it is (the gate's figures) and how fast
-(in-process ONNX Runtime, side by side with FP32 in the same run).
+A variant is written only when it passes the gate, holds what its name says (INT8 ops for int8, float16 weights or
+ops for fp16: checked on the graph it is, see merit.py) and is smaller or faster than FP32 on this run's own
+measurement (file sizes, and medians of interleaved timing rounds beside FP32), or when the caller forces the last
+condition, which the outcome and the manifest then say. Order matters, as in export: every variant is made, gated and
+measured in a temporary folder first; the repository is touched only to add the variants that earned it, each
+through the atomic `add_version`, so a run in which nothing earns it leaves the repository byte for byte as it was.
+Each written version carries a manifest saying what it was made from (source hash), how (settings, exclusions and
+what each cost), with which data (calibration and evaluation set hashes), how good it is (the gate's figures), what
+its graph holds, and how big and fast it is beside FP32.
 """
 
 from __future__ import annotations
@@ -20,26 +23,27 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import logging
-import statistics
 import tempfile
-import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy.typing as npt
 
 from tritonforge.converters.eval_set import EvalSet
+from tritonforge.converters.merit import Merit, describe_evidence, judge_merit, precision_evidence
 from tritonforge.converters.onnx_graph import read_onnx_signature
 from tritonforge.converters.quality_gate import (
     GateMetric,
     GateResult,
     GateSpec,
+    check_scores_output,
     evaluate_gate,
     open_session,
     output_name,
     run_model,
+    scores_accuracy,
 )
 from tritonforge.converters.quantize import QuantMethod, QuantSettings, preprocess_model, quantize_model
 from tritonforge.converters.repository import (
@@ -51,129 +55,65 @@ from tritonforge.converters.repository import (
     version_numbers,
 )
 from tritonforge.converters.sensitivity import DEFAULT_MAX_TRIES, Granularity, SearchResult, search_exclusions
+from tritonforge.converters.speed import (
+    SPEED_LARGE_BATCH,
+    SPEED_ROUNDS,
+    SPEED_SECONDS,
+    Measured,
+    SpeedPoint,
+    measure_models,
+    measure_speed,
+    speed_feeds,
+)
 from tritonforge.converters.triton_config import read_config, validate_model_name
 from tritonforge.errors import ConfigError, ConversionError
 
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2
 
+__all__ = [
+    "SPEED_LARGE_BATCH",
+    "SPEED_SECONDS",
+    "Measure",
+    "SpeedPoint",
+    "VariantOutcome",
+    "measure_speed",
+    "outcomes_report",
+    "quantize_to_repository",
+    "speed_feeds",
+    "variant_name",
+]
+
 _LOGGER = logging.getLogger(__name__)
 
-SPEED_LARGE_BATCH = 16
-SPEED_ROUNDS = 5
-SPEED_SECONDS = 0.5
-"""Seconds each model runs each timed batch size, split over SPEED_ROUNDS interleaved rounds."""
+Measure = Callable[..., Mapping[str, Measured]]
+"""How variants and FP32 are measured: (models: name -> file, feeds, *, seconds) -> name -> Measured.
 
-
-@dataclass(frozen=True, kw_only=True)
-class SpeedPoint:
-    """In-process ONNX Runtime speed at one batch size.
-
-    Attributes:
-        batch_size: items per run.
-        p50_ms: median latency of one run, milliseconds.
-        items_per_s: batch_size / median latency.
-        runs: how many runs the median is over.
-    """
-
-    batch_size: int
-    p50_ms: float
-    items_per_s: float
-    runs: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the point for a manifest."""
-        return {
-            "batch_size": self.batch_size,
-            "p50_ms": round(self.p50_ms, 4),
-            "items_per_s": round(self.items_per_s, 2),
-            "runs": self.runs,
-        }
-
-
-def speed_feeds(eval_set: EvalSet, large_batch: int = SPEED_LARGE_BATCH) -> list[dict[str, npt.NDArray[Any]]]:
-    """Real inputs to time: one item alone, and up to `large_batch` items together (when the batch has more than one).
-
-    Both come from the evaluation set's middle batch: text sets are often sorted by length, and their first batch
-    would hold the shortest sentences, where fixed per-run overhead hides the variants' differences.
-    """
-    middle = eval_set.batches[len(eval_set.batches) // 2]
-    size = len(next(iter(middle.values())))
-    feeds = [{name: array[:1] for name, array in middle.items()}]
-    if min(size, large_batch) > 1:
-        feeds.append({name: array[:large_batch] for name, array in middle.items()})
-    return feeds
-
-
-def measure_speed(
-    models: Mapping[str, Path],
-    feeds: Sequence[Mapping[str, npt.NDArray[Any]]],
-    *,
-    rounds: int = SPEED_ROUNDS,
-    seconds: float = SPEED_SECONDS,
-) -> dict[str, tuple[SpeedPoint, ...]]:
-    """Time several models side by side: rounds interleave the models, so a busy moment slows all of them alike.
-
-    Args:
-        models: name -> ONNX file.
-        feeds: the inputs to time, one per batch size.
-        rounds: how many rounds; in each, every model runs every feed for `seconds / rounds` (at least once).
-        seconds: the time each model spends on each feed over all rounds.
-
-    Returns:
-        name -> one SpeedPoint per feed (median latency over every run of every round).
-    """
-    sessions = {name: open_session(path) for name, path in models.items()}
-    latencies: dict[str, list[list[float]]] = {name: [[] for _ in feeds] for name in models}
-    for session in sessions.values():  # warm-up: first runs allocate and pick kernels
-        for feed in feeds:
-            for _ in range(2):
-                session.run(None, dict(feed))
-    for _ in range(rounds):
-        for name, session in sessions.items():
-            for index, feed in enumerate(feeds):
-                inputs = dict(feed)
-                deadline = time.perf_counter() + seconds / rounds
-                while True:
-                    started = time.perf_counter()
-                    session.run(None, inputs)
-                    ended = time.perf_counter()
-                    latencies[name][index].append(ended - started)
-                    if ended >= deadline:
-                        break
-    result = {}
-    for name in models:
-        points = []
-        for index, feed in enumerate(feeds):
-            batch = len(next(iter(feed.values())))
-            median = statistics.median(latencies[name][index])
-            points.append(
-                SpeedPoint(
-                    batch_size=batch,
-                    p50_ms=median * 1e3,
-                    items_per_s=batch / median,
-                    runs=len(latencies[name][index]),
-                )
-            )
-        result[name] = tuple(points)
-    return result
+The default is `speed.measure_models`; tests pass figures of their own, since the decision is what they check.
+"""
 
 
 @dataclass(frozen=True, kw_only=True)
 class VariantOutcome:
-    """What became of one requested variant.
+    """What became of one requested variant, beside the FP32 baseline it was measured against.
 
     Attributes:
         requested: the settings asked for.
         settings: the settings of the variant that was gated last (with any exclusions the search added).
         name: the model name the variant goes (or would go) to.
-        passed: whether it passed the gate (and was written).
+        passed: whether it passed the gate (written only if it also earns its name, or is forced).
         gate: the gate's figures on the whole evaluation set; None when the variant could not be made.
-        shortfall: why it is not written: the gate's shortfall or the conversion error; None when passed.
+        shortfall: why it missed the gate: the gate's shortfall or the conversion error; None when it passed.
         search: the accuracy-aware search, when it ran.
         speed: the variant's speed per batch size; None when it could not be made.
         reference_speed: FP32's speed, measured in the same run.
         file_size: the variant file's size in bytes (0 when it could not be made).
+        reference_size: FP32's file size in bytes.
+        reference_accuracy: FP32's accuracy on the evaluation set (labels and class scores only).
+        evidence: what in the variant's graph shows its method (op type -> count; see merit.py); empty: none.
+        merit: its size and speed against FP32 and whether that earns it a place; None when it could not be made.
+        refusal: why a variant that passed the gate is not written (no quantized op, neither smaller nor faster).
+        warnings: what the report must say about a written variant (e.g. forced although not smaller or faster).
         written: the version folder written; None when not written.
     """
 
@@ -187,6 +127,12 @@ class VariantOutcome:
     speed: tuple[SpeedPoint, ...] | None
     reference_speed: tuple[SpeedPoint, ...]
     file_size: int
+    reference_size: int = 0
+    reference_accuracy: float | None = None
+    evidence: dict[str, int] = field(default_factory=dict)
+    merit: Merit | None = None
+    refusal: str | None = None
+    warnings: tuple[str, ...] = ()
     written: Path | None = None
 
     @property
@@ -198,6 +144,15 @@ class VariantOutcome:
             mine.batch_size: mine.items_per_s / ref.items_per_s
             for mine, ref in zip(self.speed, self.reference_speed, strict=True)
         }
+
+    @property
+    def verdict(self) -> str:
+        """One line for a table: "pass", "pass (forced: ...)", "REFUSED: ..." or "FAIL: ..."."""
+        if not self.passed:
+            return f"FAIL: {self.shortfall}"
+        if self.refusal is not None:
+            return f"REFUSED: {self.refusal}"
+        return "pass" + "".join(f" (WARNING: {w})" for w in self.warnings)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the outcome for a report or a manifest."""
@@ -211,8 +166,34 @@ class VariantOutcome:
             "accuracy_aware": None if self.search is None else self.search.to_dict(),
             "speed": _speed_dict(self.speed, self.reference_speed, self.speedups),
             "file_size": self.file_size,
+            "evidence": self.evidence,
+            "merit": None if self.merit is None else self.merit.to_dict(),
+            "refusal": self.refusal,
+            "warnings": list(self.warnings),
             "written": None if self.written is None else str(self.written),
         }
+
+
+def baseline_dict(outcome: VariantOutcome) -> dict[str, Any]:
+    """FP32's row of a report: accuracy (when labels and class scores), file size and speed from the same run."""
+    return {
+        "name": "fp32 (source)",
+        "accuracy": outcome.reference_accuracy,
+        "file_size": outcome.reference_size,
+        "speed": [p.to_dict() for p in outcome.reference_speed],
+    }
+
+
+def outcomes_report(model_name: str, outcomes: Sequence[VariantOutcome]) -> dict[str, Any]:
+    """The JSON report of a quantize run: the FP32 baseline, then every variant with its figures and verdict."""
+    if not outcomes:
+        raise ConfigError("no outcomes to report; quantize at least one variant")
+    return {
+        "model": model_name,
+        "fp32": baseline_dict(outcomes[0]),
+        "variants": [o.to_dict() for o in outcomes],
+        "written": [o.name for o in outcomes if o.written is not None],
+    }
 
 
 def _speed_dict(
@@ -409,8 +390,68 @@ def _manifest(
         "evaluation": {"sha256": eval_set.sha256(), "items": eval_set.num_items, "batches": len(eval_set.batches)},
         "gate": {"spec": {**spec.to_dict(), "output": resolved_output}, "result": made.gate.to_dict()},
         "speed": _speed_dict(outcome.speed, outcome.reference_speed, outcome.speedups),
+        "fp32": baseline_dict(outcome),
+        "evidence": outcome.evidence,
+        "merit": None if outcome.merit is None else outcome.merit.to_dict(),
+        "warnings": list(outcome.warnings),
         "tool_versions": versions,
     }
+
+
+def _no_quantized_op(item: _Made) -> str:
+    """Why a variant that holds nothing of its method is refused, and what to do instead."""
+    what = "no op was quantized" if item.settings.is_int8 else "no weight or op was converted to float16"
+    why = ""
+    if item.search is not None and len(item.search.excluded) == len(item.search.candidates):
+        why = f" (the accuracy-aware search kept all {len(item.search.candidates)} quantized node(s) in float to pass)"
+    elif item.settings.exclude_nodes:
+        why = f" ({len(item.settings.exclude_nodes)} node(s) kept in float)"
+    return (
+        f"{what}{why}, so {item.name} would be the FP32 model under another name; nothing written: loosen the "
+        "gate's tolerance, try --per-channel, another --method or fewer --exclude, or keep serving the FP32 model"
+    )
+
+
+def _judge(
+    item: _Made, evidence: dict[str, int], merit: Merit | None, force: bool
+) -> tuple[str | None, tuple[str, ...]]:
+    """Why a variant that passed its gate is not written (None: it is), and the warnings it is written with."""
+    if not evidence:
+        return _no_quantized_op(item), ()
+    if merit is None or merit.earned:
+        return None, ()
+    if force:
+        return None, (f"neither smaller nor faster than FP32 ({merit.summary()}); written because it was forced",)
+    return (
+        f"neither smaller nor faster than FP32 in this run ({merit.summary()}); not written: keep serving the FP32 "
+        "model, or force it (--force) to write it anyway",
+        (),
+    )
+
+
+def _outcome(
+    item: _Made, figures: Mapping[str, Measured], index: int, *, force: bool, reference_accuracy: float | None
+) -> VariantOutcome:
+    """Turn one made variant and the side-by-side figures into its outcome (not yet written)."""
+    reference = figures["fp32"]
+    mine = figures.get(str(index))
+    passed = item.gate is not None and item.gate.passed
+    shortfall = item.error if item.gate is None else item.gate.shortfall
+    if item.search is not None and not passed:
+        shortfall = f"{shortfall} (accuracy-aware: no passing variant in {len(item.search.attempts)} tries)"
+    evidence = precision_evidence(item.path, item.settings.method) if item.path is not None else {}
+    merit = None if mine is None else judge_merit(variant=mine, reference=reference)
+    refusal, warnings = _judge(item, evidence, merit, force) if passed else (None, ())
+    if passed:
+        _LOGGER.info("%s holds %s; %s -> %s", item.name, describe_evidence(evidence),
+                     merit.summary() if merit is not None else "not measured", refusal or "written")  # fmt: skip
+    return VariantOutcome(
+        requested=item.requested, settings=item.settings, name=item.name, passed=passed, gate=item.gate,
+        shortfall=shortfall, search=item.search, speed=None if mine is None else mine.speed,
+        reference_speed=reference.speed, file_size=0 if mine is None else mine.size_bytes,
+        reference_size=reference.size_bytes, reference_accuracy=reference_accuracy, evidence=evidence, merit=merit,
+        refusal=refusal, warnings=warnings,
+    )  # fmt: skip
 
 
 def _variant_config(source: _Source, name: str) -> model_config_pb2.ModelConfig:
@@ -440,6 +481,8 @@ def quantize_to_repository(
     speed_batch: int = SPEED_LARGE_BATCH,
     speed_seconds: float = SPEED_SECONDS,
     overwrite: bool = False,
+    force: bool = False,
+    measure: Measure | None = None,
 ) -> list[VariantOutcome]:
     """Make, gate and time each requested variant of a repository model; add the ones that pass to the repository.
 
@@ -462,18 +505,27 @@ def quantize_to_repository(
         speed_batch: the larger batch size timed besides batch 1.
         speed_seconds: how long each model runs each timed batch size (FP32 and every variant, interleaved).
         overwrite: replace a variant model's latest version instead of adding the next one (not with as_version).
+        force: also write a variant that passed the gate but is neither smaller nor faster than FP32 (with a
+            warning in its outcome and manifest). A variant that holds no op of its method is never written.
+        measure: how sizes and speeds are measured (default `speed.measure_models`, FP32 and every variant side by
+            side in one run); tests inject figures here.
 
     Returns:
-        One outcome per setting, in order; failing ones carry their shortfall and are not written.
+        One outcome per setting, in order. Written: passed the gate, holds ops of its method (INT8 ops for int8,
+        float16 weights or ops for fp16) and is smaller or faster than FP32 (or forced). The others carry their
+        shortfall or refusal.
 
     Raises:
-        ConfigError: a missing or non-ONNX model, a bad name or version, data that does not fit the model, or
-            static INT8 without a calibration set.
+        ConfigError: a missing or non-ONNX model, a bad name or version, data that does not fit the model, an
+            accuracy gate on an output that is not class scores, or static INT8 without a calibration set.
     """
     source = _find_source(repository, model_name, source_version)
     names = _plan_names(model_name, settings, as_version, variant_name, overwrite)
     _check_inputs(source.path, settings, eval_set, calibration, gate)
-    resolved_output = output_name(open_session(source.path), gate.output)
+    session = open_session(source.path)
+    resolved_output = output_name(session, gate.output)
+    if gate.metric is GateMetric.ACCURACY:
+        check_scores_output(session, resolved_output)
     _LOGGER.info("quantizing '%s' version %d (%d variant(s)) against %d evaluation items", model_name,
                  source.version, len(settings), eval_set.num_items)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="tritonforge-variants-") as tmp:
@@ -505,21 +557,13 @@ def quantize_to_repository(
             for requested, name in zip(settings, names, strict=True)
         ]
         timed = {str(i): m.path for i, m in enumerate(made) if m.path is not None}
-        speeds = measure_speed(
-            {"fp32": source.path, **timed}, speed_feeds(eval_set, speed_batch), seconds=speed_seconds
-        )
+        feeds = speed_feeds(eval_set, speed_batch)
+        figures = (measure or measure_models)({"fp32": source.path, **timed}, feeds, seconds=speed_seconds)
+        fp32_accuracy = scores_accuracy(reference, eval_set.labels)
         outcomes = []
         for index, item in enumerate(made):
-            passed = item.gate is not None and item.gate.passed
-            shortfall = item.error if item.gate is None else item.gate.shortfall
-            if item.search is not None and not passed:
-                shortfall = f"{shortfall} (accuracy-aware: no passing variant in {len(item.search.attempts)} tries)"
-            outcome = VariantOutcome(
-                requested=item.requested, settings=item.settings, name=item.name, passed=passed, gate=item.gate,
-                shortfall=shortfall, search=item.search, speed=speeds.get(str(index)), reference_speed=speeds["fp32"],
-                file_size=item.path.stat().st_size if item.path is not None else 0,
-            )  # fmt: skip
-            if passed:
+            outcome = _outcome(item, figures, index, force=force, reference_accuracy=fp32_accuracy)
+            if outcome.passed and outcome.refusal is None:
                 assert item.path is not None
                 manifest = _manifest(
                     item, outcome, model_name=model_name, source=source, spec=spec, resolved_output=resolved_output,

@@ -68,10 +68,20 @@ def load_split(*, seed: int = 0, test_fraction: float = 0.25) -> DigitsSplit:
 
 
 def build_model() -> torch.nn.Module:
-    """Return an untrained digits CNN (the `tritonforge export` factory: `tritonforge.examples.digits:build_model`)."""
+    """Return an untrained digits CNN (the `tritonforge export` factory: `tritonforge.examples.digits:build_model`).
+
+    An `nn.Sequential` whose forward() names its one parameter `image`, the served input's name: the exporter binds
+    inputs to forward()'s parameters by name. State-dict keys ("0.weight") and node names ("/0/Conv") are
+    nn.Sequential's own.
+    """
     from torch import nn
 
-    return nn.Sequential(
+    class DigitsCNN(nn.Sequential):
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            output: torch.Tensor = super().forward(image)  # type: ignore[no-untyped-call]
+            return output
+
+    return DigitsCNN(
         nn.Conv2d(1, 16, kernel_size=3, padding=1),
         nn.ReLU(),
         nn.Conv2d(16, 32, kernel_size=3, padding=1),

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import typer
 from typer.testing import CliRunner
+from variant_figures import measure_with
 
 from tritonforge.cli.quantize import build_settings, quantize
+from tritonforge.converters import variants
 from tritonforge.converters.quality_gate import QualityGateError
 from tritonforge.converters.quantize import CalibrationMethod, QuantMethod
 from tritonforge.errors import ConfigError
@@ -91,3 +94,45 @@ def test_build_settings_refuses_options_no_method_can_use(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         build_settings(methods, **kwargs)  # type: ignore[arg-type]
+
+
+def test_quantize_table_and_report_show_the_fp32_baseline_beside_every_variant(
+    app: typer.Typer, digits_files: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    repo, eval_npz, _ = digits_files
+    shutil.copytree(repo, tmp_path / "repo")
+    monkeypatch.setattr(variants, "measure_models", measure_with(speedup=[0.5, 0.8]))  # real sizes: INT8 is smaller
+    args = ["quantize", "digits", "-r", str(tmp_path / "repo"), "--eval-set", str(eval_npz), "--metric", "accuracy"]
+    result = CliRunner().invoke(app, [*args, "--report", str(tmp_path / "report.json")])
+    assert result.exit_code == 0, result.output
+    header, fp32, variant = result.output.splitlines()[:3]
+    assert header.split()[:5] == ["variant", "gate", "result", "batch", "1"]
+    fp32_size = (repo / "digits" / "1" / "model.onnx").stat().st_size
+    assert fp32.startswith("fp32 (source)") and " baseline " in fp32 and f"{fp32_size / 1e6:.2f} MB 1.00x" in fp32
+    assert "1.000 ms 1,000/s 1.00x" in fp32 and "acc 0.9" in fp32
+    assert variant.startswith("int8-dynamic ") and "2.000 ms 500/s 0.50x" in variant and " pass " in variant
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["fp32"]["file_size"] == fp32_size and report["fp32"]["accuracy"] > 0.9
+    assert report["variants"][0]["merit"]["smaller"] is True and report["written"] == ["digits_int8_dynamic"]
+
+
+def test_quantize_refuses_a_variant_slower_and_larger_than_fp32_unless_forced(
+    app: typer.Typer, digits_files: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    repo, eval_npz, _ = digits_files
+    shutil.copytree(repo, tmp_path / "repo")
+    monkeypatch.setattr(variants, "measure_models", measure_with(speedup=0.8, size_ratio=1.2))
+    args = ["quantize", "digits", "-r", str(tmp_path / "repo"), "--eval-set", str(eval_npz), "--metric", "accuracy"]
+    refused = CliRunner().invoke(app, args)
+    assert isinstance(refused.exception, QualityGateError)
+    assert "REFUSED: neither smaller nor faster than FP32" in str(refused.exception)
+    assert "force it (--force)" in str(refused.exception) and "not written" in refused.output
+    assert not (tmp_path / "repo" / "digits_int8_dynamic").exists()
+    forced = CliRunner().invoke(app, [*args, "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert "pass (WARNING: neither smaller nor faster than FP32 (size 1.20x FP32" in forced.output
+    assert (tmp_path / "repo" / "digits_int8_dynamic" / "1" / "model.onnx").is_file()
