@@ -165,13 +165,13 @@ def _cut_name(name: str) -> bool:
 
 
 def _is_state_dict(value: Any) -> bool:
+    """String keys, some tensors, and no nested dict (a nested dict means a checkpoint that wraps one)."""
     import torch
 
-    return (
-        isinstance(value, Mapping)
-        and bool(value)
-        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
-    )
+    if not isinstance(value, Mapping) or not value or not all(isinstance(k, str) for k in value):
+        return False
+    values = list(value.values())
+    return any(isinstance(v, torch.Tensor) for v in values) and not any(isinstance(v, Mapping) for v in values)
 
 
 def _unwrap(state: Any, path: Path) -> Mapping[str, Any]:
@@ -210,9 +210,9 @@ def _check_fit(model: torch.nn.Module, state: Mapping[str, Any], path: Path) -> 
             "check that it was saved from the same architecture and settings"
         )
     wrong = [
-        f"{k} is {list(state[k].shape)} in the file but {list(v.shape)} in the model"
+        f"{k} is {_shape(state[k])} in the file but {_shape(v)} in the model"
         for k, v in expected.items()
-        if tuple(state[k].shape) != tuple(v.shape)
+        if hasattr(v, "shape") and _shape(state[k]) != _shape(v)
     ]
     if wrong:
         more = f" (and {len(wrong) - _SHOWN} more)" if len(wrong) > _SHOWN else ""
@@ -220,6 +220,10 @@ def _check_fit(model: torch.nn.Module, state: Mapping[str, Any], path: Path) -> 
             f"{path} does not fit the model: {'; '.join(wrong[:_SHOWN])}{more}; "
             "it was saved from a model of other sizes (layers, classes, vocabulary): build the model with those"
         )
+
+
+def _shape(value: Any) -> str:
+    return str(list(value.shape)) if hasattr(value, "shape") else f"a {type(value).__name__}"
 
 
 def _prefix_fix(expected: Mapping[str, Any], state: Mapping[str, Any]) -> str | None:

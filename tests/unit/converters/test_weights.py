@@ -183,3 +183,11 @@ def test_load_weights_reads_safetensors_and_calls_cut_one_damaged(tmp_path: Path
     data = (tmp_path / "model.safetensors").read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
     assert "damaged safetensors file" in _fails(tmp_path / "cut.safetensors")
+
+
+def test_load_weights_names_stray_entry_when_a_flat_checkpoint_mixes_weights_and_counters(tmp_path: Path) -> None:
+    torch.save({**tiny_cnn().state_dict(), "epoch": 3}, tmp_path / "flat.pt")
+
+    message = _fails(tmp_path / "flat.pt")
+
+    assert "1 unexpected key(s) (epoch)" in message
