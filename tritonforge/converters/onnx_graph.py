@@ -27,11 +27,13 @@ class GraphTensor:
         name: the tensor's name.
         dims: every dimension, -1 where the size is symbolic or unknown; None when the graph gives no shape at all.
         elem_type: the ONNX TensorProto element type.
+        dim_names: the symbolic name of each dim ("batch", "seq"), None where the size is fixed or unnamed.
     """
 
     name: str
     dims: tuple[int, ...] | None
     elem_type: int
+    dim_names: tuple[str | None, ...] | None = None
 
     @property
     def dtype(self) -> str | None:
@@ -53,11 +55,13 @@ class OnnxSignature:
 def _graph_tensor(value_info: Any) -> GraphTensor:
     tensor_type = value_info.type.tensor_type
     dims: tuple[int, ...] | None = None
+    names: tuple[str | None, ...] | None = None
     if tensor_type.HasField("shape"):
         dims = tuple(
             d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else DYNAMIC_DIM for d in tensor_type.shape.dim
         )
-    return GraphTensor(name=value_info.name, dims=dims, elem_type=tensor_type.elem_type)
+        names = tuple(d.dim_param if d.HasField("dim_param") and d.dim_param else None for d in tensor_type.shape.dim)
+    return GraphTensor(name=value_info.name, dims=dims, elem_type=tensor_type.elem_type, dim_names=names)
 
 
 def read_onnx_signature(path: Path) -> OnnxSignature:

@@ -1,13 +1,15 @@
-"""The parity gate: ONNX Runtime must reproduce torch's outputs at batch 1 and at a larger batch.
+"""The parity gate: ONNX Runtime must reproduce torch's outputs at batch 1 and > 1, at every size of every axis.
 
     report = check_parity(model=model, onnx_path=Path("build/digits.onnx"), inputs=specs)  # raises ParityError
     for row in report.results:
-        print(row.output, row.batch_size, row.max_abs_err, row.max_rel_err)
+        print(row.output, row.batch_size, dict(row.axes), row.max_abs_err, row.max_rel_err)
 
-By default the inputs are random (specs.sample_inputs, dynamic sizes 3). A model whose inputs have rules random data
-breaks (a BERT attention mask holds only 0 and 1; token ids must be real) passes `sample`, a function of the batch
-size that returns real inputs: real data also exercises sizes the trace did not see (sequence lengths), so a size
-baked into the graph shows up as a failure here.
+Each dynamic axis is tried at each of its sizes (specs.axis_plan: by default 1, the typical size the model was
+traced at, and a large one >= 32), the other axes at their typical size, each at batch 1 and at the larger batch.
+A size baked into the graph (a Python int taken from `x.shape[1]` during tracing) passes at the typical size and
+fails at the others, and the message names the axis. The inputs are random (specs.sample_inputs) unless `sample`,
+a function of the batch size that returns real inputs, is given: the sample is compared at its own sizes, and the
+other sizes are generated with the integer value ranges the sample shows (a BERT attention mask stays 0..1).
 
 An element passes when |onnx - torch| <= atol + rtol * |torch| (numpy.isclose). Running more than one batch size is
 what exposes a batch size baked into the graph: the export traces one batch size, and a constant taken from it (a
@@ -25,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from tritonforge.converters.specs import TensorSpec, sample_inputs
-from tritonforge.converters.torch2onnx import BAKED_BATCH_HINT, flatten_outputs
+from tritonforge.converters.binding import bind_by_name
+from tritonforge.converters.specs import DYNAMIC_DIM, TensorSpec, axis_plan, axis_users, sample_inputs
+from tritonforge.converters.torch2onnx import BAKED_BATCH_HINT, EXAMPLE_BATCH_SIZE, looks_like_values, value_hint
 from tritonforge.errors import ConfigError, ConversionError, ParityError
 
 if TYPE_CHECKING:
@@ -34,28 +37,37 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 
+_MAX_PARTS = 3
+"""Failures named in the one-line message; the rest are counted."""
+
 SampleFn = Callable[[int], Mapping[str, npt.NDArray[Any]]]
 """Returns real model inputs for a batch size: one array per input name, batch axis first."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class ParityResult:
-    """How one output compared at one batch size."""
+    """How one output compared at one batch size and one size of each dynamic axis."""
 
     output: str
     batch_size: int
     max_abs_err: float
     max_rel_err: float
     passed: bool
+    axes: tuple[tuple[str, int], ...] = ()
+    """The size of each dynamic axis in this comparison, e.g. (("seq", 33),)."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class ParityReport:
-    """Every (output, batch size) comparison of one gate run, with the tolerances used."""
+    """Every (output, batch size, axis sizes) comparison of one gate run, with the tolerances and sizes used."""
 
     results: tuple[ParityResult, ...]
     atol: float
     rtol: float
+    axis_sizes: tuple[tuple[str, tuple[int, ...], int], ...] = ()
+    """Per dynamic axis: (name, sizes tried, typical size the model was traced at)."""
+    inputs: str = "random (specs.sample_inputs)"
+    """Where the compared inputs came from."""
 
     @property
     def passed(self) -> bool:
@@ -68,10 +80,13 @@ class ParityReport:
             "atol": self.atol,
             "rtol": self.rtol,
             "passed": self.passed,
+            "inputs": self.inputs,
+            "axes": {name: {"sizes": list(sizes), "typical": typical} for name, sizes, typical in self.axis_sizes},
             "results": [
                 {
                     "output": r.output,
                     "batch_size": r.batch_size,
+                    "axes": dict(r.axes),
                     "max_abs_err": r.max_abs_err,
                     "max_rel_err": r.max_rel_err,
                     "passed": r.passed,
@@ -82,14 +97,39 @@ class ParityReport:
 
 
 @dataclass(frozen=True, kw_only=True)
-class _Failure:
+class _Case:
     batch_size: int
+    axes: tuple[tuple[str, int], ...]
+    feeds: dict[str, npt.NDArray[Any]]
+    generated: bool
+    baseline: bool = False
+    """Every axis at its typical size (or the sample's own): what the other cases at this batch are judged against."""
+
+    @property
+    def key(self) -> tuple[int, tuple[tuple[str, int], ...]]:
+        return self.batch_size, self.axes
+
+    @property
+    def label(self) -> str:
+        return _label(self.batch_size, self.axes)
+
+
+def _label(batch_size: int, axes: tuple[tuple[str, int], ...]) -> str:
+    return ", ".join([f"batch {batch_size}", *(f"{a} {s}" for a, s in axes)])
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Failure:
+    case: _Case
     what: str
     batch_related: bool
+    in_torch: bool = False
+    hint: str | None = None
+    """What to do about it, said once in the message however many cases share it."""
 
 
 def _compare(
-    name: str, batch_size: int, got: npt.NDArray[Any], want: npt.NDArray[Any], atol: float, rtol: float
+    name: str, case: _Case, got: npt.NDArray[Any], want: npt.NDArray[Any], atol: float, rtol: float
 ) -> ParityResult:
     got64, want64 = got.astype(np.float64), want.astype(np.float64)
     both_nan = np.isnan(got64) & np.isnan(want64)
@@ -99,15 +139,16 @@ def _compare(
     passed = bool(np.all(abs_err <= atol + rtol * np.abs(want64)))
     return ParityResult(
         output=name,
-        batch_size=batch_size,
+        batch_size=case.batch_size,
         max_abs_err=float(abs_err.max(initial=0.0)),
         max_rel_err=float(np.where(abs_err == 0, 0.0, rel_err).max(initial=0.0)),
         passed=passed,
+        axes=case.axes,
     )
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:240]
+def _one_line(exc: BaseException, limit: int = 240) -> str:
+    return " ".join(str(exc).split())[:limit]
 
 
 def _session(onnx_path: Path) -> Any:
@@ -125,7 +166,7 @@ def sampled_feeds(sample: SampleFn, inputs: Sequence[TensorSpec], batch_size: in
     """Call `sample(batch_size)` and check it gives one array per input, with that batch size and the spec's dtype.
 
     Raises:
-        ConfigError: the sample misses or adds inputs, or an array has the wrong batch size or dtype.
+        ConfigError: the sample misses or adds inputs, or an array has the wrong batch size, dtype or static size.
     """
     feeds = {name: np.asarray(array) for name, array in sample(batch_size).items()}
     names = [spec.name for spec in inputs]
@@ -138,61 +179,194 @@ def sampled_feeds(sample: SampleFn, inputs: Sequence[TensorSpec], batch_size: in
                 f"sample({batch_size}) input '{spec.name}' is {array.dtype} {list(array.shape)}; it must be "
                 f"{spec.dtype} with {len(spec.shape) + 1} axes and batch size {batch_size} first"
             )
+        fixed = [(i + 1, d) for i, d in enumerate(spec.shape) if d != DYNAMIC_DIM and array.shape[i + 1] != d]
+        if fixed:
+            raise ConfigError(
+                f"sample({batch_size}) input '{spec.name}' has size {array.shape[fixed[0][0]]} at dim {fixed[0][0]}; "
+                f"the spec fixes it at {fixed[0][1]} (shape {list(spec.shape)} after the batch axis)"
+            )
+    feed_axes(inputs, feeds)  # a shared axis must have one size
     return {spec.name: feeds[spec.name] for spec in inputs}
 
 
-def _run_batch(
-    model: torch.nn.Module,
-    session: Any,
+def feed_axes(inputs: Sequence[TensorSpec], feeds: Mapping[str, npt.NDArray[Any]]) -> dict[str, int]:
+    """The size of each dynamic axis in a set of arrays (batch axis first).
+
+    Raises:
+        ConfigError: inputs that share a named axis have different sizes along it.
+    """
+    sizes: dict[str, int] = {}
+    for spec in inputs:
+        for i, axis in enumerate(spec.dim_axes()):
+            if axis is None:
+                continue
+            size = int(feeds[spec.name].shape[i + 1])
+            if sizes.setdefault(axis, size) != size:
+                raise ConfigError(
+                    f"input '{spec.name}' has {size} along axis '{axis}' but {axis_users(inputs, axis)} share it at "
+                    f"{sizes[axis]}: inputs that share an axis need the same size along it"
+                )
+    return sizes
+
+
+def value_ranges_of(inputs: Sequence[TensorSpec], feeds: Mapping[str, npt.NDArray[Any]]) -> dict[str, tuple[int, int]]:
+    """min..max of each integer input in real inputs: the range generated inputs keep when the spec gives none."""
+    return {
+        s.name: (int(feeds[s.name].min()), int(feeds[s.name].max()))
+        for s in inputs
+        if np.dtype(s.dtype).kind in "iu" and feeds[s.name].size
+    }
+
+
+def gate_axes(
     inputs: Sequence[TensorSpec],
-    batch_size: int,
+    axis_sizes: Mapping[str, Sequence[int]] | None = None,
+    sample: SampleFn | None = None,
+) -> dict[str, tuple[tuple[int, ...], int]]:
+    """The sizes the gate tries per dynamic axis and the typical (trace) one: the sample's size when there is one.
+
+    Returns:
+        {axis: (sizes, typical)}; see specs.axis_plan.
+
+    Raises:
+        ConfigError: see specs.axis_plan and `sampled_feeds`.
+    """
+    plan = axis_plan(inputs, axis_sizes, reserved=(EXAMPLE_BATCH_SIZE,))
+    if sample is None or not plan:
+        return plan
+    traced = feed_axes(inputs, sampled_feeds(sample, inputs, EXAMPLE_BATCH_SIZE))
+    adjusted = {}
+    for axis, (sizes, typical) in plan.items():
+        size = traced[axis]
+        if axis_sizes and axis in axis_sizes:
+            adjusted[axis] = (tuple(sorted({*sizes, size})), size)
+        else:  # the sample's size replaces the default typical one
+            adjusted[axis] = (tuple(sorted({s for s in sizes if s != typical} | {size})), size)
+    return adjusted
+
+
+def _cases(
+    inputs: Sequence[TensorSpec],
+    batch_sizes: Sequence[int],
+    plan: Mapping[str, tuple[tuple[int, ...], int]],
+    *,
     seed: int,
     sample: SampleFn | None,
+) -> list[_Case]:
+    typical = {axis: t for axis, (_, t) in plan.items()}
+    cases: list[_Case] = []
+    ranges: dict[str, tuple[int, int]] = {}
+    for batch in batch_sizes:
+        if sample is not None:
+            feeds = sampled_feeds(sample, inputs, batch)
+            for name, (lo, hi) in value_ranges_of(inputs, feeds).items():
+                old = ranges.get(name, (lo, hi))
+                ranges[name] = (min(lo, old[0]), max(hi, old[1]))
+        else:
+            feeds = sample_inputs(inputs, batch_size=batch, seed=seed + batch, axis_sizes=typical)
+        measured = tuple(feed_axes(inputs, feeds).items())
+        cases.append(_Case(batch_size=batch, axes=measured, feeds=feeds, generated=sample is None, baseline=True))
+    seen = {case.key for case in cases}
+    for axis, (sizes, t) in plan.items():
+        for size in sizes:
+            for batch in batch_sizes:
+                axes = {**typical, axis: size}
+                key = (batch, tuple(axes.items()))
+                if size == t and sample is None or key in seen:
+                    continue
+                seen.add(key)
+                feeds = sample_inputs(
+                    inputs, batch_size=batch, seed=seed + batch + size, axis_sizes=axes, value_ranges=ranges
+                )
+                cases.append(_Case(batch_size=batch, axes=key[1], feeds=feeds, generated=True))
+    return cases
+
+
+def _run_case(
+    bound: torch.nn.Module, session: Any, inputs: Sequence[TensorSpec], case: _Case
 ) -> tuple[list[npt.NDArray[Any]] | None, list[npt.NDArray[Any]] | None, _Failure | None]:
     import torch
 
-    if sample is not None:
-        feeds = sampled_feeds(sample, inputs, batch_size)
-    else:
-        feeds = sample_inputs(inputs, batch_size=batch_size, seed=seed + batch_size)
     try:
         with torch.no_grad():
-            _, tensors = flatten_outputs(model(*(torch.from_numpy(feeds[s.name]) for s in inputs)))
-    except (RuntimeError, ValueError, IndexError) as exc:
-        what = f"the torch model itself fails at batch {batch_size} ({_one_line(exc)}); it must accept any batch size"
-        return None, None, _Failure(batch_size=batch_size, what=what, batch_related=False)
+            tensors = bound(*(torch.from_numpy(case.feeds[s.name]) for s in inputs))
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        return None, None, _torch_failure(bound, inputs, case, exc)
     want = [t.detach().cpu().numpy() for t in tensors]
     try:
-        got = session.run(None, feeds)
+        got = session.run(None, case.feeds)
     except Exception as exc:  # ORT's pybind errors share no base but Exception
-        what = f"ONNX Runtime fails at batch {batch_size}: {_one_line(exc)}"
-        return want, None, _Failure(batch_size=batch_size, what=what, batch_related=True)
+        what = f"ONNX Runtime fails at {case.label}: {_one_line(exc, 160)}"
+        return want, None, _Failure(case=case, what=what, batch_related=True)
     return want, got, None
 
 
-def _check_batch(
+def _unshared_axes(bound: torch.nn.Module, inputs: Sequence[TensorSpec], case: _Case) -> bool:
+    """Whether the model fails with its axes at different sizes but runs with them all at one size."""
+    sizes = dict(case.axes)
+    if len(set(sizes.values())) < 2:
+        return False
+    same = dict.fromkeys(sizes, max(sizes.values()))
+    ranges = value_ranges_of(inputs, case.feeds)
+    feeds = sample_inputs(inputs, batch_size=case.batch_size, axis_sizes=same, value_ranges=ranges)
+    return _torch_runs(bound, inputs, feeds)
+
+
+def _torch_runs(bound: torch.nn.Module, inputs: Sequence[TensorSpec], feeds: Mapping[str, npt.NDArray[Any]]) -> bool:
+    import torch
+
+    try:
+        with torch.no_grad():
+            bound(*(torch.from_numpy(feeds[s.name]) for s in inputs))
+    except (RuntimeError, ValueError, IndexError, TypeError):
+        return False
+    return True
+
+
+def _torch_failure(bound: torch.nn.Module, inputs: Sequence[TensorSpec], case: _Case, exc: Exception) -> _Failure:
+    reason = _one_line(exc, 160)
+    blamed = looks_like_values(bound, inputs, case.feeds, reason) if case.generated else []
+    what = f"the torch model itself fails at {case.label} ({reason})"
+    if blamed:
+        what = f"the torch model fails on the generated values of {blamed} at {case.label} ({reason})"
+        hint = f"it is the values, not the shapes: {value_hint(blamed)}"
+    elif case.generated and _unshared_axes(bound, inputs, case):
+        spelled = ", ".join(f"{s.name}:{s.shape_text()}" for s in inputs if not s.is_static)
+        hint = (
+            f"the model needs the dynamic axes {[a for a, _ in case.axes]} to have one size: inputs that share an "
+            f"axis need one axis name in place of -1 (e.g. seq), not {spelled}"
+        )
+    elif case.axes:
+        axes = " ".join(f"--axis {a}=S1,S2,S3" for a, _ in case.axes)
+        hint = f"if the model only accepts some sizes, choose the sizes to check with {axes}"
+    else:
+        hint = "the model must accept any batch size"
+    return _Failure(case=case, what=what, batch_related=False, in_torch=True, hint=hint)
+
+
+def _check_case(
     names: list[str],
     want: list[npt.NDArray[Any]],
     got: list[npt.NDArray[Any]],
-    batch_size: int,
+    case: _Case,
     atol: float,
     rtol: float,
 ) -> tuple[list[ParityResult], list[_Failure]]:
     results, failures = [], []
     if len(want) != len(got):
         what = f"torch returns {len(want)} outputs but the ONNX graph has {len(got)}"
-        return [], [_Failure(batch_size=batch_size, what=what, batch_related=False)]
+        return [], [_Failure(case=case, what=what, batch_related=False)]
     for name, w, g in zip(names, want, got, strict=True):
-        if w.shape[:1] != (batch_size,):
-            what = f"torch output '{name}' at batch {batch_size} has shape {w.shape}; the batch axis must come first"
-            failures.append(_Failure(batch_size=batch_size, what=what, batch_related=True))
+        if w.shape[:1] != (case.batch_size,):
+            what = f"torch output '{name}' at {case.label} has shape {w.shape}; the batch axis must come first"
+            failures.append(_Failure(case=case, what=what, batch_related=True))
             continue
         if w.shape != g.shape:
             batch_related = w.shape[:1] != g.shape[:1]
-            what = f"output '{name}' at batch {batch_size}: ONNX shape {g.shape} != torch shape {w.shape}"
-            failures.append(_Failure(batch_size=batch_size, what=what, batch_related=batch_related))
+            what = f"output '{name}' at {case.label}: ONNX shape {g.shape} != torch shape {w.shape}"
+            failures.append(_Failure(case=case, what=what, batch_related=batch_related))
             continue
-        results.append(_compare(name, batch_size, g, w, atol, rtol))
+        results.append(_compare(name, case, g, w, atol, rtol))
     return results, failures
 
 
@@ -206,8 +380,12 @@ def check_parity(
     rtol: float = 1e-3,
     seed: int = 0,
     sample: SampleFn | None = None,
+    axis_sizes: Mapping[str, Sequence[int]] | None = None,
 ) -> ParityReport:
-    """Compare ONNX Runtime's outputs with torch's on the same inputs (random, or `sample`'s), at each batch size.
+    """Compare ONNX Runtime's outputs with torch's on the same inputs, at each batch size and each axis size.
+
+    Torch gets the inputs by name (binding.bind_by_name), ONNX Runtime by name too, so the comparison cannot pass
+    with inputs swapped.
 
     Args:
         model: the source module (switched to eval mode).
@@ -216,55 +394,110 @@ def check_parity(
         batch_sizes: batch sizes to compare at; include 1 and a larger one to catch a baked-in batch size.
         atol: absolute tolerance per element.
         rtol: relative tolerance per element (relative to torch's value).
-        seed: seeds the random inputs (each batch size adds its own offset).
+        seed: seeds the random inputs (each case adds its own offset).
         sample: returns real inputs for a batch size (see SampleFn); None draws random ones from the specs.
+        axis_sizes: sizes to try per dynamic axis (e.g. {"seq": (1, 16, 64)}); default: specs.default_axis_sizes.
 
     Returns:
         The report, every comparison within tolerance.
 
     Raises:
-        ConfigError: bad batch sizes or tolerances, or `sample` returned arrays that do not fit the specs.
+        ConfigError: bad batch sizes, tolerances or axis sizes, or `sample` returned arrays that do not fit the specs.
         ConversionError: ONNX Runtime cannot load the file.
-        ParityError: an output differs beyond tolerance, or a batch size fails; the message has the numbers and,
-            when only some batch sizes fail, says the batch size looks baked into the graph and how to fix it.
+        ParityError: an output differs beyond tolerance, or a case fails; the message has the numbers and, when only
+            some sizes fail, names the batch or the axis that looks baked into the graph and how to fix it.
     """
     if not batch_sizes or min(batch_sizes) < 1:
         raise ConfigError(f"batch_sizes {list(batch_sizes)} must be a non-empty list of sizes >= 1")
     if atol < 0 or rtol < 0:
         raise ConfigError(f"tolerances atol={atol}, rtol={rtol} must be >= 0")
     model.eval()
+    bound = bind_by_name(model, [spec.name for spec in inputs])
+    plan = gate_axes(inputs, axis_sizes, sample)
     session = _session(onnx_path)
     names = [o.name for o in session.get_outputs()]
     results: list[ParityResult] = []
     failures: list[_Failure] = []
-    for batch_size in sorted(set(batch_sizes)):
-        want, got, failure = _run_batch(model, session, inputs, batch_size, seed, sample)
+    cases = _cases(inputs, sorted(set(batch_sizes)), plan, seed=seed, sample=sample)
+    for case in cases:
+        want, got, failure = _run_case(bound, session, inputs, case)
         if failure is not None:
             failures.append(failure)
             continue
         assert want is not None and got is not None
-        batch_results, batch_failures = _check_batch(names, want, got, batch_size, atol, rtol)
-        results.extend(batch_results)
-        failures.extend(batch_failures)
-    report = ParityReport(results=tuple(results), atol=atol, rtol=rtol)
+        case_results, case_failures = _check_case(names, want, got, case, atol, rtol)
+        results.extend(case_results)
+        failures.extend(case_failures)
+    report = ParityReport(
+        results=tuple(results),
+        atol=atol,
+        rtol=rtol,
+        axis_sizes=tuple((axis, sizes, typical) for axis, (sizes, typical) in plan.items()),
+        inputs="caller's sample(), generated at other axis sizes"
+        if sample is not None
+        else "random (specs.sample_inputs)",
+    )
     if failures or not report.passed:
-        raise ParityError(_failure_message(onnx_path, report, failures))
-    _LOGGER.info("parity gate passed for %s at batch sizes %s", onnx_path.name, sorted(set(batch_sizes)))
+        raise ParityError(_failure_message(onnx_path, inputs, report, cases, failures, plan))
+    _LOGGER.info("parity gate passed for %s in %d cases", onnx_path.name, len(cases))
     return report
 
 
-def _failure_message(onnx_path: Path, report: ParityReport, failures: list[_Failure]) -> str:
+def _baked_axes(
+    inputs: Sequence[TensorSpec],
+    cases: list[_Case],
+    failed: set[tuple[int, tuple[tuple[str, int], ...]]],
+    torch_failed: set[tuple[int, tuple[tuple[str, int], ...]]],
+    plan: Mapping[str, tuple[tuple[int, ...], int]],
+) -> list[str]:
+    """Name each axis whose non-typical sizes fail while the typical size passes at the same batch."""
+    baseline = {case.batch_size: case.key for case in cases if case.baseline}
+    hints = []
+    for axis, (_, typical) in plan.items():
+        fails_at = set()
+        for case in cases:
+            size = dict(case.axes).get(axis, typical)
+            if case.baseline or size == typical or case.key not in failed - torch_failed:
+                continue
+            if baseline.get(case.batch_size) not in failed:  # the same batch passes at the typical sizes
+                fails_at.add(size)
+        if fails_at:
+            dim = next(i + 1 for s in inputs for i, a in enumerate(s.dim_axes()) if a == axis)
+            hints.append(
+                f"axis '{axis}' looks baked into the graph: passes at {typical}, fails at {sorted(fails_at)}: in "
+                f"forward() use x.size({dim}) or reshape(-1, ...) instead of int(x.shape[{dim}]) or a constant"
+            )
+    return hints
+
+
+def _failure_message(
+    onnx_path: Path,
+    inputs: Sequence[TensorSpec],
+    report: ParityReport,
+    cases: list[_Case],
+    failures: list[_Failure],
+    plan: Mapping[str, tuple[tuple[int, ...], int]],
+) -> str:
     over = [r for r in report.results if not r.passed]
     parts = [f.what for f in failures] + [
-        f"output '{r.output}' at batch {r.batch_size}: max abs err {r.max_abs_err:.3g} (atol {report.atol:g}), "
-        f"max rel err {r.max_rel_err:.3g} (rtol {report.rtol:g})"
+        f"output '{r.output}' at {_label(r.batch_size, r.axes)}: max abs err {r.max_abs_err:.3g} "
+        f"(atol {report.atol:g}), max rel err {r.max_rel_err:.3g} (rtol {report.rtol:g})"
         for r in over
     ]
-    failed_batches = {f.batch_size for f in failures} | {r.batch_size for r in over}
-    passed_batches = sorted({r.batch_size for r in report.results} - failed_batches)
-    baked = any(f.batch_related for f in failures) or (passed_batches and failed_batches)
-    message = f"parity gate failed for {onnx_path.name}: " + "; ".join(parts)
-    if baked:
+    if len(parts) > _MAX_PARTS:
+        parts = [*parts[:_MAX_PARTS], f"... {len(parts) - _MAX_PARTS} more failing comparisons"]
+    failed = {f.case.key for f in failures} | {(r.batch_size, r.axes) for r in over}
+    torch_failed = {f.case.key for f in failures if f.in_torch}
+    hints = []
+    # The batch: compare the cases where every axis is at its typical size.
+    typical_cases = [c for c in cases if c.baseline]
+    failed_batches = sorted({c.batch_size for c in typical_cases if c.key in failed - torch_failed})
+    passed_batches = sorted({c.batch_size for c in typical_cases if c.key not in failed})
+    batch_baked = any(f.batch_related and f.case.baseline for f in failures) or (passed_batches and failed_batches)
+    if batch_baked and failed_batches:
         passed = f"passes at batch {passed_batches}, " if passed_batches else ""
-        message += f"; {passed}fails at batch {sorted(failed_batches)}: {BAKED_BATCH_HINT}"
-    return message
+        hints.append(f"{passed}fails at batch {failed_batches}: {BAKED_BATCH_HINT}")
+    hints += _baked_axes(inputs, cases, failed, torch_failed, plan)
+    hints += list(dict.fromkeys(f.hint for f in failures if f.hint))
+    # The diagnosis first, then the evidence: a reader of one long line sees what to change before the numbers.
+    return f"parity gate failed for {onnx_path.name}: " + "; ".join([*hints, *parts])

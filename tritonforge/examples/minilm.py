@@ -268,7 +268,8 @@ def median_length_rows(rows: int = 64) -> dict[str, npt.NDArray[np.int64]]:
 def _parity_sample(batch_size: int) -> dict[str, npt.NDArray[Any]]:
     """Real encoder inputs for the parity gate: real sentences, so a batch holds padding and unseen lengths.
 
-    The trace used length 3; a sequence length baked into the graph then fails the gate instead of passing silently.
+    The export traces on sample(2); the gate also generates lengths 1 and 33 (ids and mask within the ranges these
+    sentences show), so a sequence length baked into the graph fails the gate instead of passing silently.
     """
     sentences = evaluation_sentences(n=max(batch_size, 2), seed=1)[:batch_size]
     return dict(tokenize(sentences))
@@ -277,7 +278,7 @@ def _parity_sample(batch_size: int) -> dict[str, npt.NDArray[Any]]:
 def _encoder_specs() -> list[Any]:
     from tritonforge.converters.specs import DYNAMIC_DIM, TensorSpec
 
-    return [TensorSpec(name=name, shape=(DYNAMIC_DIM,), dtype="int64") for name in ENCODER_INPUTS]
+    return [TensorSpec(name=name, shape=(DYNAMIC_DIM,), dtype="int64", axis_names=("seq",)) for name in ENCODER_INPUTS]
 
 
 def export_encoder(

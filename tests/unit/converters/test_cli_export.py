@@ -50,7 +50,7 @@ def test_export_command_names_the_model_after_its_module_when_no_name_is_given(
     ("extra", "error", "message"),
     [
         (["-i", "image:1x8"], ConfigError, "example inputs"),
-        (["-i", "image/1x8x8"], ConfigError, "must look like name:1x8x8:float32"),
+        (["-i", "image/1x8x8"], ConfigError, "must look like NAME:SHAPE[:DTYPE[:LO..HI]]"),
         (["-i", "image:1x8x8", "--opset", "12"], ConfigError, "opset 12"),
     ],
 )

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from converter_models import BakedBatchCNN, snapshot
+from converter_models import BakedBatchCNN, snapshot, tiny_cnn
 
 from tritonforge.converters.export import ExportedVersion, export_to_repository, load_factory
 from tritonforge.converters.repository import sha256_file
@@ -33,7 +33,7 @@ def test_export_to_repository_adds_the_next_version_when_exported_again(
     exported: ExportedVersion, image_spec: TensorSpec, repository: Path
 ) -> None:
     again = export_to_repository(
-        model=torch.nn.Sequential(torch.nn.Flatten(1), torch.nn.Linear(64, 10)),
+        model=tiny_cnn(),
         inputs=[image_spec],
         output_names=["logits"],
         repository=repository,
