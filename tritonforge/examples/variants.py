@@ -5,10 +5,13 @@
     print(text.outcome.gate.summary(), text.outcome.speedups)
 
 The settings are the ones measured best on these CPUs (see the README's quantization section): digits takes static
-INT8 (QDQ, MinMax calibration on training images; the ConvInteger kernels of dynamic INT8 are slower than FP32 on
-this CNN), gated on held-out accuracy; MiniLM takes dynamic INT8 with per-channel weights, gated on the cosine
-similarity to FP32 over 500 real sentences, with the accuracy-aware search as the safety net because its margin on
-the minimum cosine is thin. A variant that fails its gate raises QualityGateError and writes nothing.
+INT8 (QDQ, MinMax calibration on training images; the ConvInteger kernels of dynamic INT8 are slower still on this
+CNN), gated on held-out accuracy; MiniLM takes dynamic INT8 with per-channel weights, gated on the cosine similarity
+to FP32 over 500 real sentences, with the accuracy-aware search as the safety net because its margin on the minimum
+cosine is thin. A variant that fails its gate raises QualityGateError and writes nothing. One that passes is written
+only if the gate's own side-by-side measurement finds it smaller or faster than FP32; otherwise the outcome says why
+(`refusal`) and nothing is written, which is not an error: FP32 keeps serving. Whether INT8 is also the faster model
+to serve is `outcome.merit.faster`, decided on the same measurement at run time.
 """
 
 from __future__ import annotations
@@ -38,23 +41,29 @@ class TextVariant:
     """The MiniLM INT8 encoder and the ensemble that serves it to clients sending strings.
 
     Attributes:
-        outcome: the encoder variant's gate figures, speed and where it was written.
-        ensemble_dir: the `minilm_int8` ensemble's version folder.
+        outcome: the encoder variant's gate figures, size and speed against FP32, and where it was written.
+        ensemble_dir: the `minilm_int8` ensemble's version folder; None when the encoder variant was not written.
     """
 
     outcome: VariantOutcome
-    ensemble_dir: Path
+    ensemble_dir: Path | None
 
 
-def _only_passing(outcomes: list[VariantOutcome]) -> VariantOutcome:
+def _gated(outcomes: list[VariantOutcome]) -> VariantOutcome:
+    """The one outcome; a failed gate is an error, a variant refused for holding no INT8 op or no gain is not."""
     outcome = outcomes[0]
     if not outcome.passed:
         raise QualityGateError(f"{outcome.name} failed its gate: {outcome.shortfall}; nothing was written")
+    if outcome.written is None:
+        _LOGGER.warning("%s passed its gate but was not written: %s", outcome.name, outcome.refusal)
     return outcome
 
 
 def quantize_digits(repository: Path, *, overwrite: bool = True) -> VariantOutcome:
     """Write `digits_int8`: static INT8 of `digits`, gated on a held-out accuracy drop of at most 0.5 points.
+
+    It is written only if it is also smaller or faster than FP32 on the gate's own measurement (see the outcome's
+    `merit` and `refusal`).
 
     Raises:
         QualityGateError: the variant lost more accuracy than allowed (nothing is written).
@@ -65,7 +74,7 @@ def quantize_digits(repository: Path, *, overwrite: bool = True) -> VariantOutco
     eval_set = EvalSet.from_arrays({INPUT_NAME: split.x_test}, labels=split.y_test, batch_size=64)
     calibration = EvalSet.from_arrays({INPUT_NAME: split.x_train[:CALIBRATION_IMAGES]}, batch_size=64)
     settings = QuantSettings(method=QuantMethod.INT8_STATIC, calibration=CalibrationMethod.MINMAX)
-    return _only_passing(
+    return _gated(
         quantize_to_repository(
             repository=repository,
             model_name=MODEL_NAME,
@@ -82,6 +91,8 @@ def quantize_digits(repository: Path, *, overwrite: bool = True) -> VariantOutco
 def quantize_minilm(repository: Path, *, overwrite: bool = True, accuracy_aware: bool = True) -> TextVariant:
     """Write `minilm_encoder_int8` (dynamic INT8, per-channel) and the `minilm_int8` ensemble in front of it.
 
+    Neither is written when the variant is not smaller or faster than FP32 (the outcome says why).
+
     Raises:
         QualityGateError: no variant met cosine mean >= 0.99 and min >= 0.98 (nothing is written).
     """
@@ -89,7 +100,7 @@ def quantize_minilm(repository: Path, *, overwrite: bool = True, accuracy_aware:
 
     eval_set = sentence_eval_set(evaluation_sentences(EVAL_SENTENCES, seed=0), batch_size=16)
     settings = QuantSettings(method=QuantMethod.INT8_DYNAMIC, per_channel=True)
-    outcome = _only_passing(
+    outcome = _gated(
         quantize_to_repository(
             repository=repository,
             model_name=ENCODER_NAME,
@@ -102,6 +113,8 @@ def quantize_minilm(repository: Path, *, overwrite: bool = True, accuracy_aware:
             overwrite=overwrite,
         )  # fmt: skip
     )
+    if outcome.written is None:
+        return TextVariant(outcome=outcome, ensemble_dir=None)
     ensemble_dir = write_text_ensemble(
         repository, name=MINILM_INT8, encoder=MINILM_ENCODER_INT8, version=1, overwrite=overwrite
     )

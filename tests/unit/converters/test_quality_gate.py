@@ -129,3 +129,63 @@ def test_run_model_joins_ragged_batches_when_the_output_is_pooled(pooling_model:
         run_model(pooling_model, EvalSet(batches=batches), output="tokens")
     with pytest.raises(ConfigError, match="no output 'logits'"):
         run_model(pooling_model, EvalSet(batches=batches), output="logits")
+
+
+@pytest.mark.parametrize(
+    ("reference", "problem"),
+    [
+        (np.arange(8, dtype=np.int64).reshape(8, 1) % 3, "int64 values"),  # class ids: argmax is always 0
+        (np.linspace(0, 1, 8, dtype=np.float32).reshape(8, 1), "shape [8, 1]"),
+        (np.zeros((8, 2, 3), np.float32), "shape [8, 2, 3]"),
+    ],
+)
+def test_accuracy_gate_refuses_an_output_that_is_not_class_scores(reference: np.ndarray, problem: str) -> None:
+    # Gated on an int64 class-id output [N, 1], the gate once reported "acc 0.2734 (drop +0.00 pts) -> pass".
+    labels = np.arange(8) % 3
+    with pytest.raises(ConfigError) as caught:
+        evaluate_gate(reference, reference.copy(), GateSpec(metric=GateMetric.ACCURACY), labels)
+    assert str(caught.value) == (
+        f"the accuracy gate takes class scores or logits, float [N, C>=2]; the gated output has {problem}: "
+        "gate on the model's score or logit output (--output NAME), or use --metric max-abs"
+    )
+
+
+def test_other_gates_on_class_ids_report_no_accuracy() -> None:
+    ids = (np.arange(8, dtype=np.int64) % 3).reshape(8, 1)
+    result = evaluate_gate(ids, ids.copy(), GateSpec(metric=GateMetric.MAX_ABS), np.arange(8) % 3)
+    assert result.passed and result.reference_accuracy is None and result.drop_points is None
+
+
+def _two_output_session(tmp_path: Path, outputs: list[tuple[str, int, list[object]]]) -> object:
+    from tritonforge.converters.quality_gate import open_session
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])
+    nodes, infos = [], []
+    for name, elem, shape in outputs:
+        op = "Identity" if elem == TensorProto.FLOAT else "Cast"
+        attrs = {} if op == "Identity" else {"to": elem}
+        nodes.append(helper.make_node(op, ["x"], [name], **attrs))
+        infos.append(helper.make_tensor_value_info(name, elem, shape))
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], infos), opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    return open_session(path)
+
+
+def test_check_scores_output_names_the_outputs_that_would_do(tmp_path: Path) -> None:
+    from tritonforge.converters.quality_gate import check_scores_output
+
+    session = _two_output_session(
+        tmp_path, [("ids", TensorProto.INT64, ["N", 3]), ("logits", TensorProto.FLOAT, ["N", 3])]
+    )
+    check_scores_output(session, "logits")
+    with pytest.raises(ConfigError, match=r"output 'ids' is int64 \[Nx3\]: gate on 'logits' \(--output logits\)$"):
+        check_scores_output(session, "ids")
+
+
+def test_check_scores_output_says_when_no_output_would_do(tmp_path: Path) -> None:
+    from tritonforge.converters.quality_gate import check_scores_output
+
+    session = _two_output_session(tmp_path, [("ids", TensorProto.INT64, ["N", 3])])
+    with pytest.raises(ConfigError, match="this model has no such output: use --metric max-abs"):
+        check_scores_output(session, "ids")
