@@ -251,9 +251,14 @@ def _check_version(model_dir: Path, version: int, config: model_config_pb2.Model
         return _check_engine_files(model_dir, version, config)
     model_file = model_dir / str(version) / filename
     if not model_file.exists():
-        return [
-            Finding(model=model_dir.name, version=version, path=model_file, message="model file is missing; re-export")
-        ]
+        message = "model file is missing; re-export"
+        others = sorted(p.name for p in model_file.parent.glob(f"*{Path(filename).suffix}"))
+        if others:
+            message = (
+                f"model file is missing; Triton loads {filename} from each version folder, this one has "
+                f"{', '.join(others[:3])}: rename it, or set default_model_filename"
+            )
+        return [Finding(model=model_dir.name, version=version, path=model_file, message=message)]
     if (config.platform or config.backend) not in _ONNX_RUNTIMES:
         return []  # no graph reader for this format: the file's existence is all we check
     try:

@@ -208,3 +208,16 @@ def test_check_repository_reports_ensemble_platform_without_scheduling(tmp_path:
     ensemble = _ENSEMBLE[: _ENSEMBLE.index("ensemble_scheduling")]
     messages = _messages(_text_repository(tmp_path, ensemble))
     assert any("platform 'ensemble' needs ensemble_scheduling" in m for m in messages), messages
+
+
+def test_check_repository_names_model_file_under_another_name_when_default_file_is_missing(
+    exported: ExportedVersion, repository: Path
+) -> None:
+    exported.onnx_path.rename(exported.onnx_path.with_name("resnet.onnx"))
+
+    messages = _messages(repository)
+
+    assert messages == [
+        f"{exported.onnx_path}: model file is missing; Triton loads model.onnx from each version folder, this one has "
+        "resnet.onnx: rename it, or set default_model_filename"
+    ]
