@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tritonforge-installed
 
-.PHONY: demo test lint install clean bench compare faults soak promtool checkov
+.PHONY: demo test lint install clean bench compare faults soak zoo promtool checkov
 
 demo: $(STAMP)  ## build digits and MiniLM with gated INT8 variants, serve them, check them, load-test against an SLO
 	$(BIN)/tritonforge demo
@@ -56,3 +56,6 @@ faults: $(STAMP)  ## SIGTERM and kill -9 under load, overload with short deadlin
 
 soak: $(STAMP)  ## 10 minutes at 80% of the measured knee: errors, RSS growth of server and stubs, p99 first vs last minute
 	$(BIN)/python benchmarks/soak.py
+
+zoo: $(STAMP)  ## the model zoo (ResNet, ViT, BERT, DistilBERT, LSTM, tabular): export time, parity per size, served vs torch, variants
+	$(BIN)/python benchmarks/zoo.py
