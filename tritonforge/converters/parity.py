@@ -329,7 +329,7 @@ def _torch_failure(bound: torch.nn.Module, inputs: Sequence[TensorSpec], case: _
     what = f"the torch model itself fails at {case.label} ({reason})"
     if blamed:
         what = f"the torch model fails on the generated values of {blamed} at {case.label} ({reason})"
-        hint = f"it is the values, not the shapes: {value_hint(blamed)}"
+        hint = f"it is the values, not the shapes: {value_hint(inputs, blamed)}"
     elif case.generated and _unshared_axes(bound, inputs, case):
         spelled = ", ".join(f"{s.name}:{s.shape_text()}" for s in inputs if not s.is_static)
         hint = (

@@ -83,12 +83,13 @@ def _runs(model: torch.nn.Module, arrays: Mapping[str, npt.NDArray[Any]]) -> boo
     return True
 
 
-def value_hint(names: Sequence[str]) -> str:
-    """How to give an integer input valid values: a range on its spec, or a sample file."""
-    first = names[0] if names else "ids"
-    return (
-        f"give each a range of valid values, e.g. --input {first}:SHAPE:int64:0..VOCAB-1, or real inputs with --sample"
+def value_hint(inputs: Sequence[TensorSpec], blamed: Sequence[str]) -> str:
+    """How to give integer inputs valid values: a range on their spec, or a sample file."""
+    spec = next((s for s in inputs if s.name in blamed), None)
+    example = (
+        f"--input {spec.name}:{spec.shape_text()}:{spec.dtype}:0..N-1" if spec else "--input NAME:SHAPE:int64:0..N-1"
     )
+    return f"give each a range of valid values ({example}, both ends included) or real inputs with --sample FILE"
 
 
 def looks_like_values(
@@ -96,13 +97,20 @@ def looks_like_values(
 ) -> list[str]:
     """The integer inputs to blame when forward fails on generated values with the right shapes; [] if not them.
 
-    Values are blamed when the same shapes with every integer input set to 0 run, or the error is an index error.
+    Values are blamed when the same shapes run with integer inputs set to 0 (each input alone first, to name the
+    one at fault), or when the error is an index error.
     """
     integer = [s.name for s in inputs if np.dtype(s.dtype).kind in "iu"]
     if not integer:
         return []
-    zeros = {k: (np.zeros_like(a) if k in integer else a) for k, a in arrays.items()}
-    if _INDEX_ERROR.search(reason) or _runs(model, zeros):
+
+    def zeroed(names: Sequence[str]) -> dict[str, npt.NDArray[Any]]:
+        return {k: (np.zeros_like(a) if k in names else a) for k, a in arrays.items()}
+
+    alone = [name for name in integer if _runs(model, zeroed([name]))]
+    if alone:
+        return alone
+    if _INDEX_ERROR.search(reason) or _runs(model, zeroed(integer)):
         return integer
     return []
 
@@ -122,7 +130,7 @@ def _diagnose_example_failure(
     if blamed:
         return ConfigError(
             f"the model fails on the generated values of integer input(s) {blamed} ({reason}), not on their shapes "
-            f"({shapes}): {value_hint(blamed)}"
+            f"({shapes}): {value_hint(inputs, blamed)}"
         )
     axes = dynamic_axes(inputs)
     if generated and len(axes) > 1:

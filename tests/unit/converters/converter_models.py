@@ -57,6 +57,40 @@ class SvdModel(nn.Module):
         return torch.linalg.svd(x)[1]
 
 
+class TokenPool(nn.Module):
+    """A two-input text model: ids and mask play different roles, so binding them by position under swapped names
+    gives different outputs on real data (ids in 0..99, a 0/1 mask)."""
+
+    def __init__(self, vocab: int = 100) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        weights = attention_mask.unsqueeze(-1).to(torch.float32)
+        pooled = (self.embed(input_ids) * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return self.head(pooled)
+
+
+class BakedLength(TokenPool):
+    """Eager torch runs at any length, but int(input_ids.shape[1]) becomes a constant in the traced Reshape."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.embed(input_ids) * attention_mask.unsqueeze(-1).to(torch.float32)
+        flat = hidden.reshape(-1, int(input_ids.shape[1]) * 8)
+        return self.head(flat.reshape(flat.size(0), -1, 8).mean(1))
+
+
+def token_pool() -> nn.Module:
+    torch.manual_seed(0)
+    return TokenPool()
+
+
+def baked_length() -> nn.Module:
+    torch.manual_seed(0)
+    return BakedLength()
+
+
 def tiny_cnn() -> nn.Module:
     torch.manual_seed(0)
     return TinyCNN()

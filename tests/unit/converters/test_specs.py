@@ -10,6 +10,7 @@ from tritonforge.converters.specs import (
     numpy_to_onnx,
     numpy_to_triton,
     onnx_to_numpy,
+    parse_axis_sizes,
     parse_tensor_spec,
     sample_inputs,
     triton_to_numpy,
@@ -90,3 +91,52 @@ def test_sample_inputs_are_reproducible_and_batched_when_seeded() -> None:
 def test_sample_inputs_raise_config_error_when_the_dtype_is_a_string() -> None:
     with pytest.raises(ConfigError, match="text"):
         sample_inputs([TensorSpec(name="text", shape=(1,), dtype="object")], batch_size=1)
+
+
+def test_parse_tensor_spec_reads_named_axes_and_value_ranges_when_given() -> None:
+    ids = parse_tensor_spec("input_ids:seq:int64:0..30521")
+    assert ids.shape == (-1,) and ids.axis_names == ("seq",) and ids.value_range == (0, 30521)
+    assert ids.dim_axes() == ("seq",) and ids.shape_text() == "seq"
+    grid = parse_tensor_spec("x:3xhxw")
+    assert grid.shape == (3, -1, -1) and grid.dim_axes() == (None, "h", "w")
+    assert parse_tensor_spec("ids:-1:int64:0..9").dim_axes() == ("ids_dim1",)
+
+
+def test_tensor_spec_treats_the_default_axis_name_as_no_name() -> None:
+    named = TensorSpec(name="ids", shape=(-1,), dtype="int64", axis_names=("ids_dim1",))
+    assert named == TensorSpec(name="ids", shape=(-1,), dtype="int64")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ids:batchx4:int64", "leading batch axis"),
+        ("ids:-1:int64:0-9", "must look like LO..HI"),
+        ("ids:-1:int64:9..0", "LO <= HI"),
+        ("ids:-1:int8:0..300", "within int8"),
+        ("x:4:float32:0..1", "for integer inputs only"),
+        ("x:2seq", "must be a size, -1 or an axis name"),
+    ],
+)
+def test_parse_tensor_spec_names_the_problem_when_axes_or_ranges_are_wrong(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_tensor_spec(text)
+
+
+def test_tensor_spec_refuses_a_name_on_a_static_dim() -> None:
+    with pytest.raises(ConfigError, match="only a dynamic"):
+        TensorSpec(name="x", shape=(4,), dtype="float32", axis_names=("seq",))
+
+
+def test_parse_axis_sizes_reads_name_and_sizes_when_given_cli_text() -> None:
+    assert parse_axis_sizes("seq=1,16,64") == ("seq", (1, 16, 64))
+    for bad in ("seq", "seq=", "seq=0,4", "=1,2", "seq=a"):
+        with pytest.raises(ConfigError, match="NAME=S1,S2,S3"):
+            parse_axis_sizes(bad)
+
+
+def test_sample_inputs_use_axis_sizes_and_inclusive_value_ranges() -> None:
+    specs = [parse_tensor_spec("ids:seq:int64:5..6"), parse_tensor_spec("mask:seq:int64")]
+    arrays = sample_inputs(specs, batch_size=3, axis_sizes={"seq": 11}, value_ranges={"mask": (0, 1)})
+    assert arrays["ids"].shape == arrays["mask"].shape == (3, 11)
+    assert set(np.unique(arrays["ids"])) == {5, 6} and set(np.unique(arrays["mask"])) <= {0, 1}
