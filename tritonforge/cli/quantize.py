@@ -68,7 +68,10 @@ def _point(point: SpeedPoint, reference: SpeedPoint) -> str:
 
 
 def _size(size: int, reference: int) -> str:
-    return f"{size / 1e6:.2f} MB {size / reference:.2f}x" if size and reference else "-"
+    if not size or not reference:
+        return "-"
+    shown = f"{size / 1e6:.2f} MB" if reference >= 100_000 else f"{size / 1e3:.1f} kB"
+    return f"{shown} {size / reference:.2f}x"
 
 
 def _baseline_gate(outcome: VariantOutcome) -> str:
