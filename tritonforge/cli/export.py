@@ -30,7 +30,8 @@ def format_parity_table(report: ParityReport) -> str:
     """Return the gate's figures as an aligned text table (output, batch, each axis, max abs, max rel, result)."""
     axes = [name for name, _, _ in report.axis_sizes]
     rows = [("output", "batch", *axes, "max abs", "max rel", "result")]
-    for r in report.results:
+    # Sorted by axis sizes, then batch (a stable sort keeps the outputs in order): each size reads as one block.
+    for r in sorted(report.results, key=lambda r: (tuple(size for _, size in r.axes), r.batch_size)):
         at = dict(r.axes)
         rows.append(
             (
