@@ -11,9 +11,10 @@ INT8 variant can be slower than FP32 at every batch size. Both are checked on wh
 graph, and the sizes and speeds measured side by side with FP32 in the same run (`speed.measure_models`).
 
 What counts as INT8: an integer op (ConvInteger, MatMulInteger, DynamicQuantize*, QGemm, QAttention, QLinear*,
-QOrdered*, ...) or a DequantizeLinear whose output feeds an op other than Quantize/DequantizeLinear (the QDQ format:
-that op runs on quantized values). What counts as FP16: float16 initializers, or an op other than Cast fed a float16
-tensor. Ops inside subgraphs (If, Loop, Scan) count too.
+QOrdered*, ...) or a DequantizeLinear whose output feeds a computing op (the QDQ format: that op runs on quantized
+values; Q/DQ themselves and ops that only move values, such as Reshape or Flatten, do not count). What counts as
+FP16: float16 initializers, or an op other than Cast fed a float16 tensor. Ops inside subgraphs (If, Loop, Scan)
+count too.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ INT8_OPS = frozenset(
 """Integer ops ONNX Runtime's quantizers write; every QLinear* and QOrdered* op counts as well."""
 _INT8_PREFIXES = ("QLinear", "QOrdered")
 _QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
+_LAYOUT_OPS = frozenset(
+    {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Concat", "Split", "Slice", "Expand"}
+)
+"""Ops that only move values: one fed by DequantizeLinear computes nothing in INT8, so it shows nothing."""
 
 
 def _nodes(graph: Any) -> Iterator[Any]:
@@ -69,7 +74,7 @@ def _int8_evidence(nodes: list[Any]) -> Counter[str]:
     for node in nodes:
         if node.op_type in INT8_OPS or node.op_type.startswith(_INT8_PREFIXES):
             found[node.op_type] += 1
-        elif node.op_type not in _QDQ and any(name in dequantized for name in node.input):
+        elif node.op_type not in _QDQ | _LAYOUT_OPS and any(name in dequantized for name in node.input):
             found[f"{node.op_type} (QDQ)"] += 1
     return found
 
