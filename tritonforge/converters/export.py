@@ -303,7 +303,7 @@ def export_to_repository(
         onnx_path = export_torch_to_onnx(
             model=model, inputs=inputs, output_path=Path(tmp) / "model.onnx", output_names=output_names,
             opset=opset, overwrite=True, source=source, example=_trace_example(inputs, sample),
-            axis_sizes={axis: typical for axis, (_, typical) in plan.items()},
+            trace_sizes={axis: typical for axis, (_, typical) in plan.items()},
         )  # fmt: skip
         report = check_parity(
             model=model, onnx_path=onnx_path, inputs=inputs, batch_sizes=batch_sizes, atol=atol, rtol=rtol,

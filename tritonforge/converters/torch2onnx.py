@@ -272,7 +272,7 @@ def export_torch_to_onnx(
     overwrite: bool = False,
     source: str | None = None,
     example: Mapping[str, npt.NDArray[Any]] | None = None,
-    axis_sizes: Mapping[str, int] | None = None,
+    trace_sizes: Mapping[str, int] | None = None,
 ) -> Path:
     """Export a PyTorch model to ONNX with a dynamic batch axis and the declared dynamic axes; check it with onnx.
 
@@ -292,7 +292,7 @@ def export_torch_to_onnx(
         overwrite: replace an existing file; without it an existing file is kept and returned ("skipping").
         source: where the model came from ("pkg.module:factory"); used to build the repro command on failure.
         example: real inputs to trace on, by input name, batch axis first (e.g. from --sample).
-        axis_sizes: the size to trace each dynamic axis at (when `example` is None); default: the typical size.
+        trace_sizes: the size to trace each dynamic axis at (when `example` is None); default: the typical size.
 
     Returns:
         `output_path`.
@@ -311,7 +311,10 @@ def export_torch_to_onnx(
         return output_path
     model.eval()
     bound = bind_by_name(model, [spec.name for spec in inputs])
-    arrays = dict(example) if example is not None else example_inputs(inputs, axis_sizes=axis_sizes)
+    arrays = dict(example) if example is not None else example_inputs(inputs, axis_sizes=trace_sizes)
+    missing = [spec.name for spec in inputs if spec.name not in arrays]
+    if missing:
+        raise ConfigError(f"the example inputs lack {missing}; give one array per input name")
     arrays = {spec.name: np.ascontiguousarray(arrays[spec.name]) for spec in inputs}
     names = _output_names(model, bound, inputs, arrays, output_names, generated=example is None)
     args = tuple(torch.from_numpy(arrays[spec.name]) for spec in inputs)
