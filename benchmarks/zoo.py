@@ -141,7 +141,7 @@ def _variant_line(model: str, row: dict[str, Any]) -> str:
     speed = " / ".join(f"{x:.2f}x" for x in row["speedup"].values()) or "-"
     word = row["verdict"].split(":")[0].split(" ")[0]  # pass, REFUSED (gate passed, not earned) or FAIL (gate)
     size = f"{row['size_ratio']:.2f}x" if row["size_ratio"] else "-"
-    return f"  {model:11s} {row['label']:19s} {word:8s} {row['gate_summary'] or '-':28s} {speed:13s} {size}"
+    return f"  {model:11s} {row['label']:26s} {word:8s} {row['gate_summary'] or '-':28s} {speed:13s} {size}"
 
 
 def _table(results: Sequence[dict[str, Any]]) -> str:
@@ -160,7 +160,7 @@ def _table(results: Sequence[dict[str, Any]]) -> str:
         for p in r.get("parity", []):
             sizes = ", ".join(f"{a}={s}" for a, s in p["axes"].items()) or "static"
             lines.append(f"  {r['model']:11s} {p['output']:9s} {sizes:22s} {p['max_abs_err']:.2e}")
-    lines += ["", VARIANT_LEGEND, f"  {'model':11s} {'variant':19s} {'result':8s} {'gate':28s} {'b1 / b16':13s} size"]
+    lines += ["", VARIANT_LEGEND, f"  {'model':11s} {'variant':26s} {'result':8s} {'gate':28s} {'b1 / b16':13s} size"]
     for r in results:
         variants = r.get("variants")
         if isinstance(variants, str):
