@@ -325,7 +325,10 @@ def _torch_runs(bound: torch.nn.Module, inputs: Sequence[TensorSpec], feeds: Map
 
 def _torch_failure(bound: torch.nn.Module, inputs: Sequence[TensorSpec], case: _Case, exc: Exception) -> _Failure:
     reason = _one_line(exc, 160)
-    blamed = looks_like_values(bound, inputs, case.feeds, reason) if case.generated else []
+    # Off the typical sizes, an index error is as likely the size (a position table too short) as the values: the
+    # values are blamed there only when zeroing them makes the model run.
+    clue = reason if case.baseline else ""
+    blamed = looks_like_values(bound, inputs, case.feeds, clue) if case.generated else []
     what = f"the torch model itself fails at {case.label} ({reason})"
     if blamed:
         what = f"the torch model fails on the generated values of {blamed} at {case.label} ({reason})"

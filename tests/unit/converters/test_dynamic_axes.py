@@ -108,3 +108,26 @@ def test_inputs_that_need_one_size_are_told_to_share_an_axis_name(tmp_path: Path
     ]
     with pytest.raises(ConfigError, match="share an axis need one axis name in place of -1"):
         _export(tmp_path, token_pool(), unshared)
+
+
+class ShortPositions(nn.Module):
+    """Token plus position embeddings with 20 positions: longer sequences fail in torch, whatever the ids."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.tokens = nn.Embedding(100, 4)
+        self.positions = nn.Embedding(20, 4)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        steps = torch.arange(input_ids.size(1)).unsqueeze(0)
+        return (self.tokens(input_ids) + self.positions(steps)).mean(1)
+
+
+def test_a_size_beyond_the_model_s_positions_is_blamed_on_the_size_not_the_values(tmp_path: Path) -> None:
+    with pytest.raises(ParityError) as caught:
+        _export(tmp_path, ShortPositions(), [IDS])
+
+    message = str(caught.value)
+    assert "the torch model itself fails at batch 1, seq 33" in message and "--axis seq=S1,S2,S3" in message
+    assert "values" not in message
