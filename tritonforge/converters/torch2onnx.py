@@ -115,6 +115,29 @@ def looks_like_values(
     return []
 
 
+def _diagnose_axes(
+    model: torch.nn.Module, inputs: Sequence[TensorSpec], arrays: Mapping[str, npt.NDArray[Any]], reason: str
+) -> ConfigError | None:
+    """Blame the dynamic axes when the model runs with them equal (unshared) or all at 1 (a size it rejects)."""
+    axes = dynamic_axes(inputs)
+    if len(axes) > 1:
+        same = sample_inputs(inputs, batch_size=EXAMPLE_BATCH_SIZE, axis_sizes=dict.fromkeys(axes, TYPICAL_AXIS_SIZE))
+        if _runs(model, same):
+            spelled = " ".join(f"--input {s.name}:{s.shape_text()}" for s in inputs if not s.is_static)
+            return ConfigError(
+                f"the model fails when the dynamic axes {axes} differ in size ({reason}) but runs when they are "
+                f"equal: inputs that share an axis need one axis name in place of -1 (e.g. 'seq'), not {spelled}"
+            )
+    if axes and _runs(model, sample_inputs(inputs, batch_size=EXAMPLE_BATCH_SIZE, axis_sizes=dict.fromkeys(axes, 1))):
+        traced = {a: int(arrays[s.name].shape[i + 1]) for s in inputs for i, a in enumerate(s.dim_axes()) if a}
+        flags = " ".join(f"--axis {a}=S1,S2,S3" for a in axes)
+        return ConfigError(
+            f"the model fails with its dynamic axes at the trace sizes {traced} ({reason}) but runs at size 1: "
+            f"choose sizes it accepts with {flags} (the middle one is traced)"
+        )
+    return None
+
+
 def _diagnose_example_failure(
     model: torch.nn.Module,
     inputs: Sequence[TensorSpec],
@@ -126,21 +149,18 @@ def _diagnose_example_failure(
     """Explain why forward() failed on the example batch: the values, unshared axes, a batch-1 model, or the specs."""
     shapes = ", ".join(str(tuple(a.shape)) for a in arrays.values())
     reason = " ".join(str(exc).split())[:200]
-    blamed = looks_like_values(model, inputs, arrays, reason) if generated else []
+    # The values first (zeroing them makes it run), then the axes, then an index error as a hint about the values.
+    blamed = looks_like_values(model, inputs, arrays, "") if generated else []
+    if not blamed:
+        axes_error = _diagnose_axes(model, inputs, arrays, reason) if generated else None
+        if axes_error is not None:
+            return axes_error
+        blamed = looks_like_values(model, inputs, arrays, reason) if generated else []
     if blamed:
         return ConfigError(
             f"the model fails on the generated values of integer input(s) {blamed} ({reason}), not on their shapes "
             f"({shapes}): {value_hint(inputs, blamed)}"
         )
-    axes = dynamic_axes(inputs)
-    if generated and len(axes) > 1:
-        same = sample_inputs(inputs, batch_size=EXAMPLE_BATCH_SIZE, axis_sizes=dict.fromkeys(axes, TYPICAL_AXIS_SIZE))
-        if _runs(model, same):
-            spelled = " ".join(f"--input {s.name}:{s.shape_text()}" for s in inputs if not s.is_static)
-            return ConfigError(
-                f"the model fails when the dynamic axes {axes} differ in size ({reason}) but runs when they are "
-                f"equal: inputs that share an axis need one axis name in place of -1 (e.g. 'seq'), not {spelled}"
-            )
     if not _runs(model, {k: a[:1] for k, a in arrays.items()}):
         return ConfigError(
             f"the model fails on example inputs of shape {shapes} ({reason}); check --input shapes/dtypes"

@@ -131,3 +131,18 @@ def test_a_size_beyond_the_model_s_positions_is_blamed_on_the_size_not_the_value
     message = str(caught.value)
     assert "the torch model itself fails at batch 1, seq 33" in message and "--axis seq=S1,S2,S3" in message
     assert "values" not in message
+
+
+def test_a_trace_size_beyond_the_model_s_positions_says_to_choose_sizes_with_axis(tmp_path: Path) -> None:
+    class FivePositions(ShortPositions):
+        def __init__(self) -> None:
+            super().__init__()
+            self.positions = nn.Embedding(5, 4)  # the typical size 7 is already too long
+
+    with pytest.raises(ConfigError) as caught:
+        _export(tmp_path, FivePositions(), [IDS])
+    message = str(caught.value)
+    assert "at the trace sizes {'seq': 7}" in message and "--axis seq=S1,S2,S3" in message
+    assert "values" not in message
+
+    assert _export(tmp_path, FivePositions(), [IDS], axis_sizes={"seq": (1, 3, 5)}).parity.passed
