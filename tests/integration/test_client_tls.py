@@ -183,7 +183,7 @@ def test_client_fails_with_one_line_naming_the_ca_when_ca_is_wrong(
 
 
 def test_plaintext_client_is_told_to_turn_on_tls_when_server_uses_it(tls_server: EmbeddedTriton) -> None:
-    with TritonClient(tls_server.grpc_url, timeout_s=1.0) as client:
+    with TritonClient(tls_server.grpc_url, timeout_s=30.0) as client:
         with pytest.raises(ServerUnavailableError, match="set tls=true"):
             client.model_signature(MODEL)
 
@@ -202,7 +202,7 @@ def test_client_serves_over_mutual_tls_when_it_presents_a_trusted_certificate(
 def test_client_is_told_to_set_a_client_certificate_when_mutual_tls_required(
     mtls_server: EmbeddedTriton, certs: Certs, digits_split
 ) -> None:
-    with TritonClient(mtls_server.grpc_url, tls=True, root_certificates=certs.ca, timeout_s=1.0) as client:
+    with TritonClient(mtls_server.grpc_url, tls=True, root_certificates=certs.ca, timeout_s=30.0) as client:
         with pytest.raises(ServerUnavailableError) as info:
             client.infer(MODEL, {"image": _batch(digits_split)})
     message = str(info.value)
@@ -215,7 +215,7 @@ def test_client_is_told_to_check_its_certificate_when_server_does_not_trust_it(
 ) -> None:
     with TritonClient(
         mtls_server.grpc_url, tls=True, root_certificates=certs.ca, private_key=certs.stranger_key,
-        certificate_chain=certs.stranger_cert, timeout_s=1.0,
+        certificate_chain=certs.stranger_cert, timeout_s=30.0,
     ) as client:  # fmt: skip
         with pytest.raises(ClientError) as info:
             client.infer(MODEL, {"image": _batch(digits_split)})

@@ -102,9 +102,10 @@ class AsyncTritonClient(ClientBase):
         """Await `fn(remaining_s)`, retrying what may succeed if sent again (jittered backoff) until the deadline."""
         self._check_open()
         attempt = 0
+        last_error: ClientError | None = None
         while True:
-            if deadline.expired():
-                raise self._expired_error(model, deadline)
+            if deadline.expired():  # the last retryable error says more than "out of time"
+                raise last_error or self._expired_error(model, deadline)
             try:
                 with self._errors(model=model, version=version, deadline=deadline):
                     result = await fn(deadline.remaining_s())
@@ -112,6 +113,7 @@ class AsyncTritonClient(ClientBase):
                 delay = self._after_failure(exc, attempt=attempt, deadline=deadline)
                 if delay is None:
                     raise
+                last_error = exc
                 await self._sleep(delay)
                 attempt += 1
             else:

@@ -284,3 +284,39 @@ def test_reloading_model_raises_transient_model_not_ready_when_deadline_spent(ma
         h.infer()
     assert info.value.transient is True
     assert h.elapsed == pytest.approx(3.0, abs=0.02)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_deadline_passed_while_backing_off_raises_the_last_error_when_host_oversleeps(
+    kind: str, fake: FakeTriton
+) -> None:
+    """On a busy host a backoff sleep can overshoot the deadline: the caller still learns why the calls failed."""
+    clock = FakeClock(now=START)
+
+    def oversleep(seconds: float) -> None:
+        clock.sleep(seconds + 2.0)
+
+    async def async_oversleep(seconds: float) -> None:
+        oversleep(seconds)
+
+    fake.fail_until(clock, float("inf"), lambda: server_error(UNAVAILABLE, CONNECT_REFUSED))
+    if kind == "sync":
+        with TritonClient("127.0.0.1:8001", transport_factory=lambda s: fake, clock=clock, sleep=oversleep,
+                          timeout_s=1.0) as client:  # fmt: skip
+            with pytest.raises(ServerUnavailableError, match="Connection refused"):
+                client.model_signature(DIGITS)
+    else:
+
+        async def run() -> None:
+            client = AsyncTritonClient(
+                "127.0.0.1:8001", transport_factory=lambda s: AsyncFakeTriton(fake), clock=clock,
+                sleep=async_oversleep, timeout_s=1.0,
+            )  # fmt: skip
+            try:
+                await client.model_signature(DIGITS)
+            finally:
+                await client.close()
+
+        with pytest.raises(ServerUnavailableError, match="Connection refused"):
+            asyncio.run(run())
+    assert fake.count("get_model_metadata") == 1
