@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from tritonforge.cli import tune as tune_cli
-from tritonforge.cli.main import _one_line_errors
+from tritonforge.cli.one_line_errors import one_line_errors
 from tritonforge.converters.triton_config import read_config
 from tritonforge.errors import ConfigError
 from tritonforge.loadtests.tuner import ORIGINAL_CONFIG_NAME, canonical_config, tune_model
@@ -82,7 +82,7 @@ def test_impossible_slo_exits_1_and_leaves_the_config_alone(digits_repository: P
     config_path = repository / "digits" / "config.pbtxt"
     before = config_path.read_bytes()
     app = typer.Typer()
-    app.command()(_one_line_errors(tune_cli.tune))
+    app.command()(one_line_errors(tune_cli.tune))
     result = CliRunner().invoke(
         app,
         ["digits", "--repository", str(repository), "--p99-ms", "0.001", "--delay-us", "0", "--max-batch-size", "64",

@@ -10,10 +10,8 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -34,7 +32,8 @@ from tritonforge.cli import (
     serve,
     tune,
 )
-from tritonforge.errors import TritonForgeError
+from tritonforge.cli.monitor import monitor_app
+from tritonforge.cli.one_line_errors import one_line_errors
 
 app = typer.Typer(
     name="tritonforge",
@@ -51,20 +50,7 @@ app.add_typer(k8s_app, name="k8s")
 app.add_typer(gpu_app, name="gpu")
 model_app = typer.Typer(help="Look at one model, served or in a repository.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
-
-
-def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a TritonForgeError into one line on stderr and exit code 1."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except TritonForgeError as exc:
-            typer.echo(f"{type(exc).__name__}: {exc}", err=True)
-            raise typer.Exit(1) from None
-
-    return wrapper
+app.add_typer(monitor_app, name="monitor")
 
 
 @app.callback()
@@ -83,22 +69,22 @@ def _configure(
     logging.getLogger("tritonforge").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
 
 
-app.command("demo")(_one_line_errors(demo.demo))
-app.command("example")(_one_line_errors(example.example))
-app.command("export")(_one_line_errors(export.export))
-app.command("serve")(_one_line_errors(serve.serve))
-app.command("infer")(_one_line_errors(infer.infer))
-app.command("loadtest")(_one_line_errors(loadtest.loadtest))
-app.command("capacity")(_one_line_errors(capacity.capacity))
-app.command("report")(_one_line_errors(report.report))
-app.command("tune")(_one_line_errors(tune.tune))
-app.command("quantize")(_one_line_errors(quantize.quantize))
-app.command("compare")(_one_line_errors(compare.compare))
-repo_app.command("check")(_one_line_errors(repo.check))
-model_app.command("signature")(_one_line_errors(model.signature))
-gpu_app.command("repository")(_one_line_errors(gpu.repository))
-gpu_app.command("build-engine")(_one_line_errors(gpu.build_engine))
-k8s_app.command("render")(_one_line_errors(k8s.render))
+app.command("demo")(one_line_errors(demo.demo))
+app.command("example")(one_line_errors(example.example))
+app.command("export")(one_line_errors(export.export))
+app.command("serve")(one_line_errors(serve.serve))
+app.command("infer")(one_line_errors(infer.infer))
+app.command("loadtest")(one_line_errors(loadtest.loadtest))
+app.command("capacity")(one_line_errors(capacity.capacity))
+app.command("report")(one_line_errors(report.report))
+app.command("tune")(one_line_errors(tune.tune))
+app.command("quantize")(one_line_errors(quantize.quantize))
+app.command("compare")(one_line_errors(compare.compare))
+repo_app.command("check")(one_line_errors(repo.check))
+model_app.command("signature")(one_line_errors(model.signature))
+gpu_app.command("repository")(one_line_errors(gpu.repository))
+gpu_app.command("build-engine")(one_line_errors(gpu.build_engine))
+k8s_app.command("render")(one_line_errors(k8s.render))
 
 
 def main() -> None:

@@ -1,0 +1,14 @@
+"""`tritonforge monitor ...`: keep a served model healthy from its prediction log.
+
+Each command lives in its own module (monitor_log, monitor_drift, monitor_quality, monitor_serve); this module only
+groups them under one typer sub-app, registered in tritonforge/cli/main.py.
+"""
+
+from __future__ import annotations
+
+import typer
+
+monitor_app = typer.Typer(
+    help="Prediction logs, drift, quality with late labels, fairness slices and live monitoring metrics.",
+    no_args_is_help=True,
+)
