@@ -418,7 +418,9 @@ def _judge(
     """Why a variant that passed its gate is not written (None: it is), and the warnings it is written with."""
     if not evidence:
         return _no_quantized_op(item), ()
-    if merit is None or merit.earned:
+    if merit is None:
+        return "its size and speed were not measured beside FP32, so nothing says it earns its place; not written", ()
+    if merit.earned:
         return None, ()
     if force:
         return None, (f"neither smaller nor faster than FP32 ({merit.summary()}); written because it was forced",)
