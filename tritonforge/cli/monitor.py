@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import typer
 
+from tritonforge.cli import monitor_drift
+from tritonforge.cli.one_line_errors import one_line_errors
+
 monitor_app = typer.Typer(
     help="Prediction logs, drift, quality with late labels, fairness slices and live monitoring metrics.",
     no_args_is_help=True,
 )
+
+monitor_app.command("reference")(one_line_errors(monitor_drift.reference))
+monitor_app.command("drift")(one_line_errors(monitor_drift.drift))
