@@ -12,7 +12,7 @@ environment variables (see ClientSettings). Errors are the ClientError classes o
 from __future__ import annotations
 
 from tritonforge.client.aio import AsyncTritonClient
-from tritonforge.client.base import ModelState
+from tritonforge.client.base import InferOutputs, ModelState
 from tritonforge.client.client import TritonClient
 from tritonforge.client.io import InferJob, InputSpec, OutputFormat, render_outputs, run_infer_job
 from tritonforge.client.retry import Deadline, RetryBudget, RetryPolicy
@@ -26,6 +26,7 @@ __all__ = [
     "ClientSettings",
     "Deadline",
     "InferJob",
+    "InferOutputs",
     "InputSpec",
     "ModelSignature",
     "ModelState",

@@ -14,15 +14,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-from tritonforge.client.base import ClientBase, ModelState, normalize_version, repository_entries
+from tritonforge.client.base import ClientBase, InferOutputs, ModelState, normalize_version, repository_entries
 from tritonforge.client.embedding import (
     EMBEDDING_OUTPUT,
     TEXT_INPUT,
@@ -36,6 +37,9 @@ from tritonforge.client.settings import ClientSettings
 from tritonforge.client.tensors import ModelSignature, TensorInfo
 from tritonforge.client.transport import AsyncTransport, AsyncTransportFactory, grpc_aio_transport
 from tritonforge.errors import ClientError, InferenceTimeoutError, ServerUnavailableError
+
+if TYPE_CHECKING:
+    from tritonforge.monitoring.logger import PredictionLogger
 
 __all__ = ["AsyncTritonClient"]
 
@@ -54,6 +58,8 @@ class AsyncTritonClient(ClientBase):
         clock: the monotonic clock deadlines are measured on (tests pass a fake one).
         sleep: how to wait between retries (default `asyncio.sleep`; tests pass one that advances the fake clock).
         rng: the random source of the backoff jitter.
+        prediction_log: turns on the prediction log: a PredictionLogger (the caller closes it), or a folder or URL
+            for a Parquet log with default settings (closed with the client).
         **overrides: any ClientSettings field, e.g. `timeout_s=2.0, retries=0`.
 
     Raises:
@@ -69,9 +75,10 @@ class AsyncTritonClient(ClientBase):
         clock: Clock = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        prediction_log: PredictionLogger | str | os.PathLike[str] | None = None,
         **overrides: Any,
     ) -> None:
-        super().__init__(url, settings=settings, clock=clock, rng=rng, **overrides)
+        super().__init__(url, settings=settings, clock=clock, rng=rng, prediction_log=prediction_log, **overrides)
         self._sleep = sleep
         self._factory = transport_factory or grpc_aio_transport
         self._transport_obj: AsyncTransport | None = None
@@ -95,6 +102,8 @@ class AsyncTritonClient(ClientBase):
         transport, self._transport_obj = self._transport_obj, None
         if transport is not None:
             await transport.close()
+        if self._owns_log:  # joining the writer thread would block the loop
+            await asyncio.to_thread(self._close_log)
 
     async def _call(
         self, fn: Callable[[float], Awaitable[_T]], *, model: str | None, version: str | None, deadline: Deadline
@@ -147,27 +156,40 @@ class AsyncTritonClient(ClientBase):
         version: str | None = None,
         timeout_s: float | None = None,
         outputs: Sequence[str] | None = None,
-    ) -> dict[str, NDArray[Any]]:
+        request_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> InferOutputs:
         """Run one inference request; see `TritonClient.infer` for arguments, result and errors."""
         version = normalize_version(version)
-        deadline = self._deadline(timeout_s)
-        signature = await self._signature(model, version, deadline)
-        request = self._prepare(model, signature, inputs, outputs)
-        result = await self._call(
-            lambda t: self._transport.infer(
-                model,
-                request.inputs,
-                model_version=version or "",
-                outputs=request.outputs,
-                headers=self._headers,
-                client_timeout=t,
-                timeout=self._server_timeout_us(t),
-            ),
-            model=model,
-            version=version,
-            deadline=deadline,
-        )
-        return self._arrays(model, result)
+        call = self._start_call(request_id, attributes)
+        try:
+            deadline = self._deadline(timeout_s)
+            signature = await self._signature(model, version, deadline)
+            request = self._prepare(model, signature, inputs, outputs)
+            result = await self._call(
+                lambda t: self._transport.infer(
+                    model,
+                    request.inputs,
+                    model_version=version or "",
+                    outputs=request.outputs,
+                    request_id=call.request_id,
+                    headers=self._headers,
+                    client_timeout=t,
+                    timeout=self._server_timeout_us(t),
+                ),
+                model=model,
+                version=version,
+                deadline=deadline,
+            )
+            arrays = self._arrays(model, result)
+        except BaseException as exc:
+            self._finish_call(call, model=model, version=version, inputs=inputs, outputs=None, error=exc)
+            raise
+        self._finish_call(
+            call, model=model, version=version, inputs=inputs, outputs=arrays, error=None,
+            served_version=self._served_version(result),
+        )  # fmt: skip
+        return InferOutputs(arrays, call.request_id)
 
     async def embed(
         self,
@@ -178,6 +200,8 @@ class AsyncTritonClient(ClientBase):
         timeout_s: float | None = None,
         input_name: str = TEXT_INPUT,
         output_name: str = EMBEDDING_OUTPUT,
+        request_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
     ) -> NDArray[np.float32]:
         """Embed texts with a text-embedding model; see `TritonClient.embed` for arguments, result and errors."""
         batch = text_batch(texts)
@@ -185,13 +209,14 @@ class AsyncTritonClient(ClientBase):
         signature = await self._signature(model, normalize_version(version), deadline)
         chunks, width = embedding_plan(model, signature, len(batch), input_name=input_name, output_name=output_name)
         parts = []
-        for chunk in chunks:
+        for number, chunk in enumerate(chunks):
+            chunk_id = request_id if request_id is None or len(chunks) == 1 else f"{request_id}-{number}"
             if deadline.expired():
                 raise InferenceTimeoutError(model, deadline.timeout_s)
             try:
                 result = await self.infer(
                     model, {input_name: batch[chunk]}, version=version, timeout_s=max(deadline.remaining_s(), 1e-3),
-                    outputs=[output_name],
+                    outputs=[output_name], request_id=chunk_id, attributes=attributes,
                 )  # fmt: skip
             except InferenceTimeoutError as exc:  # name the whole call's budget, not what was left of it
                 raise InferenceTimeoutError(model, deadline.timeout_s) from exc

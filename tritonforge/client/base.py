@@ -5,18 +5,21 @@
     request = self._prepare("digits", signature, {"image": batch}, outputs=None)   # validated, ready to send
 
 Keeping the I/O out of this class lets both clients apply exactly the same checks, cache, error mapping, retry
-decisions and retry budget.
+decisions and retry budget. The prediction log is shared here too: each inference call is logged once, after its
+last attempt, with its final status (`_start_call` / `_finish_call`); logging never raises into the call.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import os
 import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,13 +30,17 @@ from tritonforge.client.settings import ClientSettings, load_settings
 from tritonforge.client.tensors import ModelSignature, validate_inputs
 from tritonforge.errors import (
     ClientError,
+    ConfigError,
     InferenceTimeoutError,
     InvalidInputError,
     ModelNotReadyError,
     ServerUnavailableError,
 )
 
-__all__ = ["ClientBase", "ModelState", "PreparedRequest"]
+if TYPE_CHECKING:
+    from tritonforge.monitoring.logger import PredictionLogger
+
+__all__ = ["CallLog", "ClientBase", "InferOutputs", "ModelState", "PreparedRequest"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -52,6 +59,31 @@ class PreparedRequest:
 
     inputs: list[Any]
     outputs: list[Any] | None
+
+
+class InferOutputs(dict[str, NDArray[Any]]):
+    """What `infer` returns: one array per output name (a plain dict to existing callers), and the request id.
+
+    Attributes:
+        request_id: the id the request carried to Triton (the caller's, or a generated uuid4 hex); pass it to
+            `feedback` when the label arrives.
+    """
+
+    request_id: str
+
+    def __init__(self, arrays: Mapping[str, NDArray[Any]], request_id: str) -> None:
+        super().__init__(arrays)
+        self.request_id = request_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallLog:
+    """What the prediction log needs from the start of an inference call."""
+
+    request_id: str
+    attributes: Mapping[str, str]
+    started_at: dt.datetime
+    started: float
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,9 +126,11 @@ class ClientBase:
         settings: ClientSettings | None = None,
         clock: Clock = time.monotonic,
         rng: random.Random | None = None,
+        prediction_log: PredictionLogger | str | os.PathLike[str] | None = None,
         **overrides: Any,
     ) -> None:
         self.settings = load_settings(settings, url=url, **overrides)
+        self._prediction_log, self._owns_log = _open_prediction_log(prediction_log)
         self._clock = clock
         self._retry = RetryPolicy(
             retries=self.settings.retries,
@@ -118,6 +152,91 @@ class ClientBase:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self.url!r})"
+
+    @property
+    def prediction_log(self) -> PredictionLogger | None:
+        """The logger this client's inference calls go to, or None when logging is off."""
+        return self._prediction_log
+
+    def _close_log(self) -> None:
+        """Close the logger if this client opened it from a path (a logger passed in belongs to its caller)."""
+        if self._owns_log and self._prediction_log is not None:
+            self._prediction_log.close()
+
+    def feedback(self, request_id: str, label: Any, *, model: str | None = None) -> None:
+        """Store the late label(s) of a logged request (queued for the log's writer; never blocks).
+
+        Args:
+            request_id: the `request_id` of the call's result.
+            label: the true answer of a one-item request (an int or a str), or a sequence: one label per item.
+            model: the model, when the caller knows it (labels are matched by request id either way).
+
+        Raises:
+            ConfigError: the client has no prediction log.
+        """
+        log = self._prediction_log
+        if log is None:
+            raise ConfigError("feedback needs a prediction log: create the client with prediction_log=PATH or a logger")
+        values = list(label) if isinstance(label, (Sequence, np.ndarray)) and not isinstance(label, str) else [label]
+        for index, value in enumerate(values):
+            log.feedback(str(request_id), value.item() if isinstance(value, np.generic) else value,
+                         item_index=index, model=model)  # fmt: skip
+
+    def _start_call(self, request_id: str | None, attributes: Mapping[str, str] | None) -> CallLog:
+        """Fix the call's request id (generated unless given) and check its attributes, before any attempt."""
+        if request_id is not None and (not isinstance(request_id, str) or not request_id):
+            raise InvalidInputError(f"request_id must be a non-empty string, got {request_id!r}")
+        if attributes is not None and (
+            not isinstance(attributes, Mapping) or not all(isinstance(k, str) for k in attributes)
+        ):
+            raise InvalidInputError(f"attributes must map names (str) to values (str), got {attributes!r}")
+        from tritonforge.monitoring.records import new_request_id, utc_now
+
+        return CallLog(
+            request_id=request_id or new_request_id(),
+            attributes={k: str(v) for k, v in (attributes or {}).items()},
+            started_at=utc_now(),
+            started=self._clock(),
+        )
+
+    def _finish_call(
+        self,
+        call: CallLog,
+        *,
+        model: str,
+        version: str | None,
+        inputs: Mapping[str, NDArray[Any]],
+        outputs: Mapping[str, NDArray[Any]] | None,
+        error: BaseException | None,
+        served_version: str = "",
+    ) -> None:
+        """Log a finished call once, with its final status; never raises (a failing log must not fail the call)."""
+        log = self._prediction_log
+        if log is None:
+            return
+        try:
+            from tritonforge.monitoring.records import PredictionRecord
+
+            signature = self._cached_signature(model, version)
+            first = next(iter(inputs.values()), None)
+            batches = signature is not None and signature.max_batch_size > 0
+            items = int(first.shape[0]) if batches and first is not None and np.ndim(first) else 1
+            log.log(
+                PredictionRecord(
+                    request_id=call.request_id,
+                    time=call.started_at,
+                    model=model,
+                    version=served_version or version or "",
+                    latency_s=max(0.0, self._clock() - call.started),
+                    status="ok" if error is None else type(error).__name__,
+                    items=items,
+                    inputs=inputs,
+                    outputs=outputs or {},
+                    attributes=call.attributes,
+                )
+            )
+        except Exception:  # noqa: BLE001 - the log is best effort by design
+            _LOGGER.exception("prediction log: could not log a call of model %s", model)
 
     @property
     def retry_budget(self) -> RetryBudget:
@@ -262,11 +381,35 @@ class ClientBase:
         requested_outputs = [grpcclient.InferRequestedOutput(name) for name in requested] if requested else None
         return PreparedRequest(inputs=infer_inputs, outputs=requested_outputs)
 
+    @staticmethod
+    def _served_version(result: Any) -> str:
+        """The version that answered, from the response (empty when the response does not say)."""
+        try:
+            return str(result.get_response().model_version)
+        except Exception:  # noqa: BLE001 - only used to label the log
+            return ""
+
     def _arrays(self, model: str, result: Any) -> dict[str, NDArray[Any]]:
         with self._map(model=model, timeout_s=self.settings.timeout_s):
             names = [output.name for output in result.get_response().outputs]
             # as_numpy returns read-only views of the response buffer; copies are safe for callers to modify.
             return {name: np.array(result.as_numpy(name)) for name in names}
+
+
+def _open_prediction_log(
+    log: PredictionLogger | str | os.PathLike[str] | None,
+) -> tuple[PredictionLogger | None, bool]:
+    """The client's logger, and whether the client opened it (from a path, so it closes it too)."""
+    if log is None:
+        return None, False
+    if isinstance(log, (str, os.PathLike)):
+        from tritonforge.monitoring.logger import PredictionLogger
+        from tritonforge.monitoring.parquet_sink import ParquetSink
+
+        return PredictionLogger(ParquetSink(log)), True
+    if not callable(getattr(log, "log", None)):
+        raise ConfigError(f"prediction_log must be a path, a URL or a PredictionLogger, got {type(log).__name__}")
+    return log, False
 
 
 def repository_entries(index: Any) -> list[ModelState]:

@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-from tritonforge.client.base import ClientBase, ModelState, normalize_version, repository_entries
+from tritonforge.client.base import ClientBase, InferOutputs, ModelState, normalize_version, repository_entries
 from tritonforge.client.embedding import (
     EMBEDDING_OUTPUT,
     TEXT_INPUT,
@@ -43,6 +44,9 @@ from tritonforge.client.settings import ClientSettings
 from tritonforge.client.tensors import ModelSignature, TensorInfo
 from tritonforge.client.transport import SyncTransportFactory, grpc_transport
 from tritonforge.errors import ClientError, InferenceTimeoutError, ServerUnavailableError
+
+if TYPE_CHECKING:
+    from tritonforge.monitoring.logger import PredictionLogger
 
 __all__ = ["EMBEDDING_OUTPUT", "TEXT_INPUT", "TEXT_MODEL", "TritonClient"]
 
@@ -61,6 +65,8 @@ class TritonClient(ClientBase):
         clock: the monotonic clock deadlines are measured on (tests pass a fake one).
         sleep: how to wait between retries (tests pass one that advances the fake clock).
         rng: the random source of the backoff jitter.
+        prediction_log: turns on the prediction log: a PredictionLogger (the caller closes it), or a folder or URL
+            for a Parquet log with default settings (closed with the client).
         **overrides: any ClientSettings field, e.g. `timeout_s=2.0, retries=0, headers={...}`.
 
     Raises:
@@ -76,9 +82,10 @@ class TritonClient(ClientBase):
         clock: Clock = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        prediction_log: PredictionLogger | str | os.PathLike[str] | None = None,
         **overrides: Any,
     ) -> None:
-        super().__init__(url, settings=settings, clock=clock, rng=rng, **overrides)
+        super().__init__(url, settings=settings, clock=clock, rng=rng, prediction_log=prediction_log, **overrides)
         self._sleep = sleep
         self._transport = (transport_factory or grpc_transport)(self.settings)
 
@@ -93,6 +100,7 @@ class TritonClient(ClientBase):
         if not self._closed:
             self._closed = True
             self._transport.close()
+            self._close_log()
 
     def _call(self, fn: Callable[[float], _T], *, model: str | None, version: str | None, deadline: Deadline) -> _T:
         """Run `fn(remaining_s)`, retrying what may succeed if sent again (jittered backoff) until the deadline."""
@@ -143,7 +151,9 @@ class TritonClient(ClientBase):
         version: str | None = None,
         timeout_s: float | None = None,
         outputs: Sequence[str] | None = None,
-    ) -> dict[str, NDArray[Any]]:
+        request_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> InferOutputs:
         """Run one inference request.
 
         Args:
@@ -152,9 +162,11 @@ class TritonClient(ClientBase):
             version: the model version; None lets the server pick (its version policy's latest).
             timeout_s: deadline for the whole call, metadata look-up and retries included (default: settings).
             outputs: the outputs to return; None returns every output.
+            request_id: the id Triton and the prediction log get (default: a fresh uuid4 hex).
+            attributes: strings the prediction log keeps with the call (segment, group, experiment arm).
 
         Returns:
-            One array per output name.
+            One array per output name (a dict), whose `request_id` is the call's id.
 
         Raises:
             InvalidInputError: the request does not match the model (checked before sending, or by the server).
@@ -165,24 +177,35 @@ class TritonClient(ClientBase):
             InferenceError: the server failed while running the request.
         """
         version = normalize_version(version)
-        deadline = self._deadline(timeout_s)
-        signature = self._signature(model, version, deadline)
-        request = self._prepare(model, signature, inputs, outputs)
-        result = self._call(
-            lambda t: self._transport.infer(
-                model,
-                request.inputs,
-                model_version=version or "",
-                outputs=request.outputs,
-                headers=self._headers,
-                client_timeout=t,
-                timeout=self._server_timeout_us(t),
-            ),
-            model=model,
-            version=version,
-            deadline=deadline,
-        )
-        return self._arrays(model, result)
+        call = self._start_call(request_id, attributes)
+        try:
+            deadline = self._deadline(timeout_s)
+            signature = self._signature(model, version, deadline)
+            request = self._prepare(model, signature, inputs, outputs)
+            result = self._call(
+                lambda t: self._transport.infer(
+                    model,
+                    request.inputs,
+                    model_version=version or "",
+                    outputs=request.outputs,
+                    request_id=call.request_id,
+                    headers=self._headers,
+                    client_timeout=t,
+                    timeout=self._server_timeout_us(t),
+                ),
+                model=model,
+                version=version,
+                deadline=deadline,
+            )
+            arrays = self._arrays(model, result)
+        except BaseException as exc:
+            self._finish_call(call, model=model, version=version, inputs=inputs, outputs=None, error=exc)
+            raise
+        self._finish_call(
+            call, model=model, version=version, inputs=inputs, outputs=arrays, error=None,
+            served_version=self._served_version(result),
+        )  # fmt: skip
+        return InferOutputs(arrays, call.request_id)
 
     def embed(
         self,
@@ -193,6 +216,8 @@ class TritonClient(ClientBase):
         timeout_s: float | None = None,
         input_name: str = TEXT_INPUT,
         output_name: str = EMBEDDING_OUTPUT,
+        request_id: str | None = None,
+        attributes: Mapping[str, str] | None = None,
     ) -> NDArray[np.float32]:
         """Embed texts with a text-embedding model (strings in, one vector per text out).
 
@@ -203,6 +228,8 @@ class TritonClient(ClientBase):
             timeout_s: deadline for the whole call, every request included (default: settings).
             input_name: the model's BYTES input.
             output_name: the model's embedding output.
+            request_id: the request's id (several requests get `<id>-0`, `<id>-1`, ...); default: generated.
+            attributes: strings the prediction log keeps with each request.
 
         Returns:
             float32 [len(texts), D] (D = 384 for all-MiniLM-L6-v2, L2-normalised); [0, D] for no texts.
@@ -216,13 +243,14 @@ class TritonClient(ClientBase):
         signature = self._signature(model, normalize_version(version), deadline)
         chunks, width = embedding_plan(model, signature, len(batch), input_name=input_name, output_name=output_name)
         parts = []
-        for chunk in chunks:
+        for number, chunk in enumerate(chunks):
+            chunk_id = request_id if request_id is None or len(chunks) == 1 else f"{request_id}-{number}"
             if deadline.expired():
                 raise InferenceTimeoutError(model, deadline.timeout_s)
             try:
                 result = self.infer(
                     model, {input_name: batch[chunk]}, version=version, timeout_s=max(deadline.remaining_s(), 1e-3),
-                    outputs=[output_name],
+                    outputs=[output_name], request_id=chunk_id, attributes=attributes,
                 )  # fmt: skip
             except InferenceTimeoutError as exc:  # name the whole call's budget, not what was left of it
                 raise InferenceTimeoutError(model, deadline.timeout_s) from exc
