@@ -33,7 +33,16 @@ if TYPE_CHECKING:
     import duckdb
     import pandas as pd
 
-__all__ = ["LabelledItems", "PredictionWindow", "join_labels", "parse_window", "read_labels", "read_predictions"]
+__all__ = [
+    "LabelledItems",
+    "LogSummary",
+    "PredictionWindow",
+    "join_labels",
+    "log_summary",
+    "parse_window",
+    "read_labels",
+    "read_predictions",
+]
 
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -104,6 +113,31 @@ class LabelledItems:
     window: PredictionWindow
     labels: NDArray[Any]
     coverage: float
+
+
+@dataclass(frozen=True)
+class LogSummary:
+    """What the log holds for one model (in a time window).
+
+    Attributes:
+        model: the model.
+        requests: logged calls.
+        items: logged items (requests times their batch size).
+        failed: calls that ended in an error.
+        p50_ms: median call latency, milliseconds; p99_ms: its 99th percentile.
+        labels: labelled items among them.
+        first: the earliest call (UTC); last: the latest.
+    """
+
+    model: str
+    requests: int
+    items: int
+    failed: int
+    p50_ms: float
+    p99_ms: float
+    labels: int
+    first: dt.datetime
+    last: dt.datetime
 
 
 def _utc(value: dt.datetime | str | None, what: str) -> dt.datetime | None:
@@ -393,3 +427,50 @@ def join_labels(window: PredictionWindow, labels: pd.DataFrame) -> LabelledItems
         label_array = label_array.astype(np.int64)
     coverage = len(positions) / len(window) if len(window) else 0.0
     return LabelledItems(window=window.take(positions), labels=label_array, coverage=coverage)
+
+
+def _source(root: str, pattern: str) -> str:
+    return (
+        f"read_parquet('{root}/{pattern}', hive_partitioning = true, union_by_name = true,"
+        " hive_types = {'date': DATE, 'hour': INTEGER})"
+    )
+
+
+def log_summary(
+    log: str | os.PathLike[str], *, start: dt.datetime | str | None = None, end: dt.datetime | str | None = None
+) -> list[LogSummary]:
+    """Requests, items, failures, latency, labels and time span per model, through DuckDB (no tensor is read)."""
+    con, root = _connect(log)
+    pattern = "model=*/date=*/hour=*/*.parquet"
+    if not _has_files(con, f"{root}/{pattern}"):
+        return []
+    where, params, _, _ = _filters(_utc(start, "start"), _utc(end, "end"), None, include_errors=True)
+    con.execute(f"CREATE TEMP TABLE p AS SELECT model, request_id, items, status, latency_s, time FROM"
+                f" {_source(root, pattern)} WHERE {where}", params)  # fmt: skip
+    labelled: dict[str, int] = {}
+    labels_pattern = f"{LABELS_DIR}/date=*/*.parquet"
+    if _has_files(con, f"{root}/{labels_pattern}"):
+        rows = con.execute(
+            f"SELECT p.model, count(DISTINCT (l.request_id, l.item_index)) FROM read_parquet('{root}/{labels_pattern}',"
+            " hive_partitioning = false) l JOIN p USING (request_id) GROUP BY p.model"
+        ).fetchall()
+        labelled = {str(m): int(n) for m, n in rows}
+    summary = con.execute(
+        "SELECT model, count(*), sum(items), count(*) FILTER (WHERE status <> 'ok'), quantile_cont(latency_s, 0.5),"
+        " quantile_cont(latency_s, 0.99), min(time), max(time) FROM p GROUP BY model ORDER BY model"
+    ).fetchall()
+    con.close()
+    return [
+        LogSummary(
+            model=str(m),
+            requests=int(n),
+            items=int(i),
+            failed=int(f),
+            p50_ms=float(p50) * 1e3,
+            p99_ms=float(p99) * 1e3,
+            labels=labelled.get(str(m), 0),
+            first=first,
+            last=last,
+        )  # fmt: skip
+        for m, n, i, f, p50, p99, first, last in summary
+    ]

@@ -48,10 +48,11 @@ _WARN_INTERVAL_S = 30.0
 
 @dataclass(frozen=True)
 class Delivery:
-    """What a sink call settled: records stored, and records lost."""
+    """What a sink call settled: records stored, records lost, and why the last one was lost ("" if none)."""
 
     written: int = 0
     failed: int = 0
+    error: str = ""
 
 
 class Sink(Protocol):
@@ -320,6 +321,8 @@ class PredictionLogger:
         with self._lock:
             self._counts["labels_written" if labels else "written"] += delivery.written
             self._counts["labels_dropped" if labels else "dropped_sink_error"] += delivery.failed
+            if delivery.error:
+                self._last_error = delivery.error
 
     def _sink_failed(self, exc: BaseException, n: int, *, labels: bool) -> None:
         with self._lock:

@@ -127,7 +127,10 @@ class ParquetSink:
         written = 0
         now = dt.datetime.now(dt.timezone.utc)
         for folder, batch in groups.items():
-            self._commit(records_to_table(batch, max_tensor_bytes=self.max_tensor_bytes), folder, now)
+            table = records_to_table(batch, max_tensor_bytes=self.max_tensor_bytes)
+            # The folder holds the model (hive convention): a copy in the file would clash with the partition
+            # key for pyarrow datasets, which read `model=` as a dictionary column.
+            self._commit(table.drop_columns(["model"]), folder, now)
             written += len(batch)
         return Delivery(written=written)
 

@@ -155,7 +155,7 @@ def _tensor_type() -> pa.DataType:
 
 
 def prediction_schema() -> pa.Schema:
-    """The Arrow schema of a prediction row (the Parquet columns; `model` is also the partition key)."""
+    """The Arrow schema of a prediction row (Parquet files leave out `model`, which their folder names)."""
     import pyarrow as pa
 
     tensors = pa.list_(_tensor_type())
