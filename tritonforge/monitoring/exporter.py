@@ -5,10 +5,13 @@
     run_exporter(exporter, port=9108, interval_s=60.0)    # serve /metrics, refresh every minute, until stopped
 
 Each refresh asks `compute(model)` for the model's figures (drift, quality, estimated accuracy, fairness gaps,
-prediction-log health) and replaces the model's whole snapshot, so a feature group or group attribute that left the
+prediction-log lag) and replaces the model's whole snapshot, so a feature group or group attribute that left the
 window leaves the metrics too (no stale label sets). A compute that fails keeps the previous snapshot, counts the
 error and leaves `tritonforge_monitor_last_refresh_timestamp_seconds` behind: the stale-monitor alert sees it.
 The metrics live in the exporter's own CollectorRegistry, never the process-global one.
+
+Drops happen in the clients, not in the monitor: `PredictionLogCollector(logger)` exports a PredictionLogger's
+counters (logged, written, dropped by reason, pending) from the process that logs, beside its own metrics.
 """
 
 from __future__ import annotations
@@ -19,12 +22,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from tritonforge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tritonforge.monitoring.logger import LoggerStats
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -50,14 +57,35 @@ METRICS: dict[str, str] = {
     "tritonforge_prediction_log_items": "Prediction-log records in the latest window.",
     "tritonforge_prediction_log_last_record_timestamp_seconds": "Time of the newest record in the log (Unix s).",
     "tritonforge_prediction_log_lag_seconds": "Age of the newest record in the log at the last refresh.",
-    "tritonforge_prediction_log_dropped": "Records the clients' loggers dropped (queue full or sink down).",
     "tritonforge_monitor_last_refresh_timestamp_seconds": "When the model's figures were last computed (Unix s).",
     "tritonforge_monitor_refresh_duration_seconds": "How long the model's last successful refresh took.",
     "tritonforge_monitor_refresh_errors": "Refreshes of the model that failed.",
 }
-"""Every metric family the exporter writes, with its help text (counters gain `_total` on the wire)."""
+"""Every metric family `monitor serve` writes, with its help text (counters gain `_total` on the wire)."""
 
-COUNTERS = frozenset({"tritonforge_prediction_log_dropped", "tritonforge_monitor_refresh_errors"})
+LOGGER_METRICS: dict[str, str] = {
+    "tritonforge_prediction_log_logged": "Records the prediction logger accepted into its queue.",
+    "tritonforge_prediction_log_sampled_out": "Calls not logged because of the model's sample rate.",
+    "tritonforge_prediction_log_written": "Records the sink stored.",
+    "tritonforge_prediction_log_dropped": "Records dropped, by reason: queue_full (writer behind), sink_error.",
+    "tritonforge_prediction_log_labels_dropped": "Labels lost (queue full or sink error).",
+    "tritonforge_prediction_log_sink_errors": "Failed sink calls.",
+    "tritonforge_prediction_log_pending_records": "Records accepted but not yet stored or dropped.",
+    "tritonforge_prediction_log_pending_age_seconds": "Age of the oldest record not yet stored (0 when none).",
+}
+"""The families a PredictionLogCollector writes in the client's process (where the drops happen)."""
+
+COUNTERS = frozenset(
+    {
+        "tritonforge_monitor_refresh_errors",
+        "tritonforge_prediction_log_logged",
+        "tritonforge_prediction_log_sampled_out",
+        "tritonforge_prediction_log_written",
+        "tritonforge_prediction_log_dropped",
+        "tritonforge_prediction_log_labels_dropped",
+        "tritonforge_prediction_log_sink_errors",
+    }
+)
 """The families exported as counters; the rest are gauges."""
 
 
@@ -95,12 +123,10 @@ class FairnessGap:
 
 @dataclass(frozen=True, kw_only=True)
 class LogFigures:
-    """Health of the prediction log: records in the window, the newest record, drops reported by the loggers."""
+    """Health of the prediction log as the monitor reads it: records in the window and the newest record."""
 
     items: int
     last_record_time_s: float | None = None
-    dropped: Mapping[str, int] = field(default_factory=dict)
-    """Drops by reason (e.g. queue_full, sink_error), as the loggers counted them."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,20 +198,62 @@ class MonitorExporter(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """The metric families from the latest snapshot of every model (called by the registry on each scrape)."""
-        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
-
-        def add(name: str, labels: dict[str, str], value: float | None) -> None:
-            if value is None:
-                return
-            if name not in families:
-                kind = CounterMetricFamily if name in COUNTERS else GaugeMetricFamily
-                families[name] = kind(name, METRICS[name], labels=list(labels))
-            families[name].add_metric(list(labels.values()), float(value))
-
+        families = _Families(METRICS)
         with self._lock:
             states = {model: _State(**vars(state)) for model, state in self._states.items()}
         for model, state in states.items():
-            _add_state(add, model, state)
+            _add_state(families.add, model, state)
+        yield from families.values()
+
+
+class _Families:
+    """Metric families being collected, created on their first sample (a family without samples is left out)."""
+
+    def __init__(self, helps: Mapping[str, str]) -> None:
+        self._helps = helps
+        self._families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+
+    def add(self, name: str, labels: dict[str, str], value: float | None) -> None:
+        if value is None:
+            return
+        if name not in self._families:
+            kind = CounterMetricFamily if name in COUNTERS else GaugeMetricFamily
+            self._families[name] = kind(name, self._helps[name], labels=list(labels))
+        self._families[name].add_metric(list(labels.values()), float(value))
+
+    def values(self) -> Iterable[Metric]:
+        return self._families.values()
+
+
+class _HasStats(Protocol):
+    def stats(self) -> LoggerStats: ...
+
+
+class PredictionLogCollector(Collector):
+    """The prediction logger's counters as Prometheus metrics, in the process that logs (where drops happen).
+
+        registry.register(PredictionLogCollector(logger))   # beside the service's own metrics
+
+    Args:
+        logger: a PredictionLogger (anything with `stats() -> LoggerStats`).
+    """
+
+    def __init__(self, logger: _HasStats) -> None:
+        self._logger = logger
+
+    def collect(self) -> Iterator[Metric]:
+        """One family per counter, read from `logger.stats()` at scrape time."""
+        stats = self._logger.stats()
+        families = _Families(LOGGER_METRICS)
+        families.add("tritonforge_prediction_log_logged", {}, stats.logged)
+        families.add("tritonforge_prediction_log_sampled_out", {}, stats.sampled_out)
+        families.add("tritonforge_prediction_log_written", {}, stats.written)
+        families.add("tritonforge_prediction_log_dropped", {"reason": "queue_full"}, stats.dropped_queue_full)
+        families.add("tritonforge_prediction_log_dropped", {"reason": "sink_error"}, stats.dropped_sink_error)
+        families.add("tritonforge_prediction_log_labels_dropped", {}, stats.labels_dropped)
+        families.add("tritonforge_prediction_log_sink_errors", {}, stats.sink_errors)
+        families.add("tritonforge_prediction_log_pending_records", {}, stats.lag)
+        families.add("tritonforge_prediction_log_pending_age_seconds", {}, stats.lag_s)
         yield from families.values()
 
 
@@ -214,8 +282,6 @@ def _add_state(add: Callable[[str, dict[str, str], float | None], None], model: 
         add("tritonforge_prediction_log_items", on, figures.log.items)
         add("tritonforge_prediction_log_last_record_timestamp_seconds", on, figures.log.last_record_time_s)
         add("tritonforge_prediction_log_lag_seconds", on, state.lag_s)
-        for reason, count in sorted(figures.log.dropped.items()):
-            add("tritonforge_prediction_log_dropped", {**on, "reason": reason}, count)
 
 
 def _add_quality(
@@ -308,6 +374,6 @@ def exposition(exporter: MonitorExporter) -> str:
     return generate_latest(exporter.registry).decode()
 
 
-def metric_names(families: Iterable[str] = METRICS) -> set[str]:
+def metric_names(families: Iterable[str] = (*METRICS, *LOGGER_METRICS)) -> set[str]:
     """The names as they appear on the wire (counters with `_total`), e.g. for an allow-list of dashboard names."""
     return {f"{name}_total" if name in COUNTERS else name for name in families}

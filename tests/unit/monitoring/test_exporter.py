@@ -6,18 +6,22 @@ import socket
 import threading
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tritonforge.errors import ConfigError
 from tritonforge.monitoring.exporter import (
+    LOGGER_METRICS,
     METRICS,
     DriftFigure,
     FairnessGap,
     LogFigures,
     ModelFigures,
     MonitorExporter,
+    PredictionLogCollector,
     QualityFigures,
     exposition,
     metric_names,
@@ -41,7 +45,7 @@ def figures(*, drifted: bool = True, groups: tuple[str, ...] = ("image", "predic
         ),
         estimated_accuracy=0.93,
         fairness=[FairnessGap(attribute="group", metric="demographic_parity_difference", gap=0.2, limit=0.1)],
-        log=LogFigures(items=500, last_record_time_s=NOW - 30.0, dropped={"queue_full": 3}),
+        log=LogFigures(items=500, last_record_time_s=NOW - 30.0),
     )
 
 
@@ -75,7 +79,6 @@ def test_exporter_publishes_every_figure_with_model_and_group_labels() -> None:
     gap = (("attribute", "group"), ("metric", "demographic_parity_difference"), *m)
     assert got[("tritonforge_fairness_gap", gap)] == pytest.approx(0.2)
     assert got[("tritonforge_fairness_gap_limit", gap)] == pytest.approx(0.1)
-    assert got[("tritonforge_prediction_log_dropped_total", (("model", "digits"), ("reason", "queue_full")))] == 3
     assert got[("tritonforge_prediction_log_lag_seconds", m)] == pytest.approx(30.0)
     assert got[("tritonforge_monitor_last_refresh_timestamp_seconds", m)] == NOW
     assert got[("tritonforge_monitor_refresh_errors_total", m)] == 0
@@ -85,7 +88,7 @@ def test_every_documented_metric_appears_on_a_full_snapshot() -> None:
     exporter = exporter_for(lambda model: figures())
     exporter.refresh()
     names = {name for name, _ in samples(exposition(exporter))}
-    assert metric_names() <= names, metric_names() - names
+    assert metric_names(METRICS) <= names, metric_names(METRICS) - names
     assert all(name.startswith("tritonforge_") for name in METRICS)
 
 
@@ -199,3 +202,28 @@ def test_run_exporter_names_a_port_in_use() -> None:
 def test_exporter_needs_a_model() -> None:
     with pytest.raises(ConfigError, match="--models"):
         MonitorExporter([], lambda model: figures())
+
+
+def test_prediction_log_collector_exports_a_real_loggers_drops_when_its_sink_fails(tmp_path: Path) -> None:
+    """A sink that cannot write: inference-side log() calls still return, and the drops show as counters."""
+    from tritonforge.monitoring.logger import PredictionLogger
+    from tritonforge.monitoring.parquet_sink import ParquetSink
+    from tritonforge.monitoring.records import PredictionRecord
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the log's folder should be")
+    logger = PredictionLogger(ParquetSink(blocker / "log"), flush_records=1, flush_interval_s=0.01)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PredictionLogCollector(logger))
+    try:
+        for _ in range(5):
+            assert logger.log(PredictionRecord.create(model="digits")) is True
+        logger.flush(timeout_s=10)
+    finally:
+        logger.close()
+    got = samples(generate_latest(registry).decode())
+    assert got[("tritonforge_prediction_log_logged_total", ())] == 5
+    assert got[("tritonforge_prediction_log_written_total", ())] == 0
+    assert got[("tritonforge_prediction_log_dropped_total", (("reason", "sink_error"),))] == 5
+    assert got[("tritonforge_prediction_log_dropped_total", (("reason", "queue_full"),))] == 0
+    assert {name for name, _ in got} == metric_names(LOGGER_METRICS)
