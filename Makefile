@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tritonforge-installed
 
-.PHONY: demo test lint install clean bench compare faults soak zoo promtool checkov
+.PHONY: demo test lint install clean bench compare faults soak zoo promtool checkov monitor-bench
 
 demo: $(STAMP)  ## build digits and MiniLM with gated INT8 variants, serve them, check them, load-test against an SLO
 	$(BIN)/tritonforge demo
@@ -59,3 +59,11 @@ soak: $(STAMP)  ## 10 minutes at 80% of the measured knee: errors, RSS growth of
 
 zoo: $(STAMP)  ## the model zoo (ResNet, ViT, BERT, DistilBERT, LSTM, tabular): export time, parity per size, served vs torch, variants
 	$(BIN)/python benchmarks/zoo.py
+
+# The monitoring figures, one benchmark after another in one run: logging overhead and a dead sink
+# (monitor_logging.py), drift power and false alarms against Evidently (monitor_drift.py), quality found from late
+# labels and the estimate's error (monitor_quality.py); each one present in benchmarks/ runs.
+MONITOR_BENCHES := $(wildcard benchmarks/monitor_logging.py benchmarks/monitor_drift.py benchmarks/monitor_quality.py)
+monitor-bench: $(STAMP)  ## logging overhead, drift power / false alarms vs Evidently, quality from late labels
+	@test -n "$(MONITOR_BENCHES)" || { echo "no monitoring benchmark in benchmarks/" >&2; exit 1; }
+	@for bench in $(MONITOR_BENCHES); do echo "== $$bench"; $(BIN)/python $$bench || exit 1; done
