@@ -151,7 +151,7 @@ def window_quality(
         raise ConfigError(f"{len(y_true)} labels for {len(y_pred)} predictions; join labels to items by request id")
     if len(y_true) == 0:
         raise ConfigError("no labelled items in the window; store labels (monitor labels FILE) or widen the window")
-    classes = sorted(set(y_true) | set(y_pred), key=_class_order)
+    classes = sorted(set(y_true) | set(y_pred), key=class_order)
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0.0)
     p_macro, r_macro, f1_macro, _ = precision_recall_fscore_support(
         y_true, y_pred, labels=classes, average="macro", zero_division=0.0
@@ -237,8 +237,8 @@ def reference_metrics(labels: ArrayLike, predictions: ArrayLike) -> dict[str, fl
     return {name: value.value for name, value in quality.metrics.items()}
 
 
-def _class_order(name: str) -> tuple[int, float, str]:
-    """Numeric class names in numeric order (2 before 10), others after them alphabetically."""
+def class_order(name: str) -> tuple[int, float, str]:
+    """Sort key for class names: numbers in numeric order (2 before 10), then other names alphabetically."""
     try:
         return (0, float(name), name)
     except ValueError:
