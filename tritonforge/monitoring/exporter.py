@@ -53,6 +53,7 @@ METRICS: dict[str, str] = {
     "tritonforge_quality_label_coverage": "Share of the latest window's items that have a label.",
     "tritonforge_estimated_accuracy": "Accuracy estimated from calibrated confidences, before labels arrive.",
     "tritonforge_fairness_gap": "Largest gap between groups of an attribute (demographic parity, equalized odds).",
+    "tritonforge_fairness_gap_lower": "Lower bound of the gap's interval (beyond the limit: more than chance).",
     "tritonforge_fairness_gap_limit": "The gap allowed by the model's monitoring config.",
     "tritonforge_prediction_log_items": "Prediction-log records in the latest window.",
     "tritonforge_prediction_log_last_record_timestamp_seconds": "Time of the newest record in the log (Unix s).",
@@ -113,12 +114,13 @@ class QualityFigures:
 
 @dataclass(frozen=True, kw_only=True)
 class FairnessGap:
-    """One gap between the groups of an attribute, and the gap the config allows."""
+    """One gap between the groups of an attribute, the lower bound of its interval, and the gap the config allows."""
 
     attribute: str
     metric: str
     gap: float
     limit: float
+    lower: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -277,6 +279,7 @@ def _add_state(add: Callable[[str, dict[str, str], float | None], None], model: 
     for gap in figures.fairness:
         labels = {**on, "attribute": gap.attribute, "metric": gap.metric}
         add("tritonforge_fairness_gap", labels, gap.gap)
+        add("tritonforge_fairness_gap_lower", labels, gap.lower)
         add("tritonforge_fairness_gap_limit", labels, gap.limit)
     if figures.log is not None:
         add("tritonforge_prediction_log_items", on, figures.log.items)

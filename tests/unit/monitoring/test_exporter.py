@@ -44,7 +44,9 @@ def figures(*, drifted: bool = True, groups: tuple[str, ...] = ("image", "predic
             drops={"accuracy": True, "f1_macro": False},
         ),
         estimated_accuracy=0.93,
-        fairness=[FairnessGap(attribute="group", metric="demographic_parity_difference", gap=0.2, limit=0.1)],
+        fairness=[
+            FairnessGap(attribute="group", metric="demographic_parity_difference", gap=0.2, lower=0.15, limit=0.1)
+        ],
         log=LogFigures(items=500, last_record_time_s=NOW - 30.0),
     )
 
@@ -79,6 +81,7 @@ def test_exporter_publishes_every_figure_with_model_and_group_labels() -> None:
     gap = (("attribute", "group"), ("metric", "demographic_parity_difference"), *m)
     assert got[("tritonforge_fairness_gap", gap)] == pytest.approx(0.2)
     assert got[("tritonforge_fairness_gap_limit", gap)] == pytest.approx(0.1)
+    assert got[("tritonforge_fairness_gap_lower", gap)] == pytest.approx(0.15)
     assert got[("tritonforge_prediction_log_lag_seconds", m)] == pytest.approx(30.0)
     assert got[("tritonforge_monitor_last_refresh_timestamp_seconds", m)] == NOW
     assert got[("tritonforge_monitor_refresh_errors_total", m)] == 0
