@@ -1,9 +1,12 @@
-# Tooling image: the `tritonforge` CLI with Locust (the loadtest extra), for the load-test Jobs in k8s/jobs.
+# Tooling images: the `tritonforge` CLI with Locust (the loadtest extra), for the load-test Jobs in k8s/jobs, and
+# with the monitor extra (target monitor) for the model-health monitor in k8s/monitor.
 #
 # Build from the repository root; the wheel is built from this checkout in the first stage:
 #   docker build -f docker/tools.Dockerfile -t ghcr.io/tritonforge/tritonforge-tools:0.1.0 .
 #   docker build -f docker/tools.Dockerfile --target trt -t ghcr.io/tritonforge/tritonforge-tools:0.1.0-trt .
-# Only the loadtest extra is installed: the convert extra would pull torch (GBs) that load tests never import.
+#   docker build -f docker/tools.Dockerfile --target monitor -t ghcr.io/tritonforge/tritonforge-tools:0.1.0-monitor .
+# The tools target installs only the loadtest extra: the convert extra would pull torch (GBs) that load tests
+# never import.
 # The `trt` target (the build-engine Job) starts from NGC's TensorRT image, which brings TensorRT, trtexec
 # and CUDA for `tritonforge gpu build-engine`.
 
@@ -48,5 +51,23 @@ USER 1000:1000
 WORKDIR /tmp
 # Locust master port (the loadtest-master Service).
 EXPOSE 5557
+ENTRYPOINT ["tritonforge"]
+CMD ["--help"]
+
+FROM ${PYTHON_IMAGE} AS monitor
+ARG VERSION=0.1.0
+# The model-health monitor (k8s/monitor: `tritonforge monitor serve`): the monitor extra (pyarrow, DuckDB, scipy,
+# scikit-learn, fairlearn, prometheus-client), no torch. HOME=/tmp: read-only root filesystem, emptyDir at /tmp.
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    MPLBACKEND=Agg \
+    HOME=/tmp
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    pip install --no-cache-dir "/wheels/tritonforge-${VERSION}-py3-none-any.whl[monitor]"
+USER 1000:1000
+WORKDIR /tmp
+# The monitor's metrics port (the tritonforge-monitor Service).
+EXPOSE 9108
 ENTRYPOINT ["tritonforge"]
 CMD ["--help"]

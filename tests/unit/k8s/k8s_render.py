@@ -13,7 +13,7 @@ import yaml
 
 K8S = Path(__file__).resolve().parents[3] / "k8s"
 KUBECTL = Path(sys.executable).parent / "kubectl"
-TARGETS = ("overlays/gpu", "overlays/cpu", "overlays/canary", "jobs", "monitoring")
+TARGETS = ("overlays/gpu", "overlays/cpu", "overlays/canary", "jobs", "monitoring", "monitor")
 
 
 @cache

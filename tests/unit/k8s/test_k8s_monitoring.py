@@ -23,12 +23,18 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))  # k8s_render, when run as a script
 from k8s_render import K8S, find, render  # noqa: E402
 
+from tritonforge.monitoring.exporter import metric_names as exporter_metric_names  # noqa: E402
+
 MONITORING = K8S / "monitoring"
 RULES = MONITORING / "rules" / "triton-alerts.rules.yaml"
 RULE_TESTS = MONITORING / "rules" / "triton-alerts.test.yaml"
 PROMETHEUS_RULE = MONITORING / "prometheusrule.yaml"
 DASHBOARD = MONITORING / "grafana-dashboard.json"
 ALLOW_LIST = MONITORING / "triton-metrics.yaml"
+# The model-health monitor's rules (k8s/monitor; tested in test_k8s_monitor.py), generated the same way.
+MONITOR_RULES = MONITORING / "rules" / "tritonforge-monitor.rules.yaml"
+MONITOR_PROMETHEUS_RULE = MONITORING / "prometheusrule-tritonforge-monitor.yaml"
+MONITOR_RULE_NAME = "tritonforge-monitor"
 ALERTS = {
     "TritonP99LatencyOverSLO",
     "TritonErrorRatioHigh",
@@ -67,7 +73,7 @@ def _promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def metric_names(expr: str) -> set[str]:
     """Metric names a PromQL expression selects; every use must carry a `{...}` selector so none hides unmatched."""
     names = set(re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\{", expr))
-    bare = set(re.findall(r"\bnv_[a-z_]+\b", expr)) - names
+    bare = set(re.findall(r"\b(?:nv|tritonforge)_[a-z_]+\b", expr)) - names
     assert not bare, f"metric used without a label selector: {bare} in {expr!r}"
     return names
 
@@ -91,21 +97,21 @@ def allow_list() -> dict[str, list[str]]:
     return yaml.safe_load(ALLOW_LIST.read_text())
 
 
-def prometheus_rule_text() -> str:
-    """prometheusrule.yaml as generated from the rule file: same groups, object metadata around them."""
+def prometheus_rule_text(rules: Path = RULES, name: str = "triton") -> str:
+    """A PrometheusRule as generated from a rule file: same groups, object metadata around them."""
     obj = {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": {
-            "name": "triton",
+            "name": name,
             "namespace": "monitoring",
             "labels": {
-                "app.kubernetes.io/name": "triton",
+                "app.kubernetes.io/name": name,
                 "app.kubernetes.io/part-of": "tritonforge",
                 "release": "kube-prometheus-stack",
             },
         },
-        "spec": {"groups": yaml.safe_load(RULES.read_text())["groups"]},
+        "spec": {"groups": yaml.safe_load(rules.read_text())["groups"]},
     }
 
     class Dumper(yaml.SafeDumper):
@@ -116,7 +122,7 @@ def prometheus_rule_text() -> str:
 
     Dumper.add_representer(str, text)
     head = (
-        "# Generated from rules/triton-alerts.rules.yaml (the source of truth, tested by promtool): do not edit the"
+        f"# Generated from rules/{rules.name} (the source of truth, tested by promtool): do not edit the"
         ' groups\n# here; regenerate as k8s/README.md ("Monitoring") says. A test fails when the two differ.\n'
         "# kube-prometheus-stack only picks PrometheusRules with its release label (see servicemonitor.yaml).\n"
     )
@@ -167,7 +173,7 @@ def test_p99_and_error_thresholds_are_the_slo_files() -> None:
 
 
 def test_prometheus_rule_embeds_the_rule_files_groups() -> None:
-    (rule,) = [o for o in render("monitoring") if o["kind"] == "PrometheusRule"]
+    rule = find(render("monitoring"), "PrometheusRule", "triton")
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
     assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"], (
         "prometheusrule.yaml differs from rules/triton-alerts.rules.yaml; regenerate it: "
@@ -219,6 +225,12 @@ def test_dashboard_panels_all_query_prometheus() -> None:
         "fail",
         "gpu utilisation",
         "gpu memory",
+        "drift",
+        "accuracy",
+        "label coverage",
+        "fairness gap",
+        "prediction-log drops",
+        "prediction-log lag",
     ):
         assert topic in titles, f"no panel about {topic}"
 
@@ -236,12 +248,14 @@ def test_dashboard_queries_parse_with_promtool(tmp_path: Path) -> None:
 
 
 def test_every_metric_used_is_in_the_allow_list() -> None:
-    used = set().union(*(metric_names(e) for e in rule_exprs() + dashboard_exprs()))
+    monitor_rules = [r["expr"] for g in yaml.safe_load(MONITOR_RULES.read_text())["groups"] for r in g["rules"]]
+    used = set().union(*(metric_names(e) for e in rule_exprs() + monitor_rules + dashboard_exprs()))
     allowed = allow_list()
-    assert set(allowed) == {"served", "gpu", "prometheus"}
+    assert set(allowed) == {"served", "gpu", "prometheus", "monitor"}
     assert used == set().union(*map(set, allowed.values())), "triton-metrics.yaml must list exactly the names used"
     assert set(allowed["gpu"]) <= TRITON_DOCUMENTED_GPU_METRICS
     assert allowed["prometheus"] == ["up"]
+    assert set(allowed["monitor"]) <= exporter_metric_names(), "a monitor metric the exporter does not write"
 
 
 def test_monitoring_dashboard_configmap_is_labelled_for_the_grafana_sidecar() -> None:
@@ -252,4 +266,5 @@ def test_monitoring_dashboard_configmap_is_labelled_for_the_grafana_sidecar() ->
 
 if __name__ == "__main__":
     PROMETHEUS_RULE.write_text(prometheus_rule_text())
-    sys.stdout.write(f"wrote {PROMETHEUS_RULE}\n")
+    MONITOR_PROMETHEUS_RULE.write_text(prometheus_rule_text(MONITOR_RULES, MONITOR_RULE_NAME))
+    sys.stdout.write(f"wrote {PROMETHEUS_RULE} and {MONITOR_PROMETHEUS_RULE}\n")

@@ -12,7 +12,7 @@ from k8s_render import KUBECTL
 
 ROOT = Path(__file__).resolve().parents[3]
 CONFIG = ROOT / "k8s" / ".checkov.yaml"
-RENDERED = ("overlays/gpu", "overlays/cpu", "overlays/canary", "jobs")
+RENDERED = ("overlays/gpu", "overlays/cpu", "overlays/canary", "jobs", "monitor")
 
 
 def _checkov() -> str:

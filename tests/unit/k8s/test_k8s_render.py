@@ -41,7 +41,8 @@ EXPECTED_KINDS = {
         "GRPCRoute": 1,
     },
     "jobs": {"PersistentVolumeClaim": 1, "ConfigMap": 1, "Service": 1, "Job": 3},
-    "monitoring": {"ConfigMap": 2, "ServiceMonitor": 1, "PrometheusRule": 1},
+    "monitoring": {"ConfigMap": 2, "ServiceMonitor": 2, "PrometheusRule": 2},
+    "monitor": {"ServiceAccount": 1, "ConfigMap": 1, "Service": 1, "Deployment": 1},
 }
 
 
