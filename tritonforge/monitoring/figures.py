@@ -55,7 +55,8 @@ class WindowFigures:
     Args:
         log: the prediction log's root (local folder or fsspec URL).
         repository: the model repository (references and monitoring.yaml).
-        window: how far back the window reaches (`1h`, `30m`; see log_reader.parse_window).
+        window: how far back the window reaches (`1h`, `30m`), or a fixed range `START..END` (ISO times; see
+            log_reader.parse_window).
         seed: seed of the window's sample and of the tests' resampling (the same window gives the same figures).
         now: the clock (UTC), replaceable in tests.
     """
@@ -84,7 +85,7 @@ class WindowFigures:
         config = load_monitoring_config(self.repository, model)
         bounds = parse_window(self.window, now=self._now())
         window = read_predictions(
-            self.log, model, start=bounds["start"], max_items=config.drift.max_items, seed=self.seed
+            self.log, model, start=bounds["start"], end=bounds["end"], max_items=config.drift.max_items, seed=self.seed
         )
         log = LogFigures(items=window.total_items, last_record_time_s=self._last_record_s(model, window))
         if len(window) == 0:

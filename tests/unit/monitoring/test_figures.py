@@ -131,3 +131,17 @@ def test_the_exporter_publishes_the_real_figures(tmp_path: Path) -> None:
     text = exposition(exporter)
     assert 'tritonforge_drift_detected{group="x",model="toy"} 1.0' in text
     assert 'tritonforge_quality_drop{metric="accuracy",model="toy"}' in text
+
+
+def test_a_fixed_range_window_reads_only_its_own_records(tmp_path: Path) -> None:
+    repo = _repository(tmp_path / "repo")
+    _log(tmp_path / "log", items=200)
+    middle = dt.datetime.now(dt.timezone.utc)
+    _log(tmp_path / "log", shift=1.0, items=300, seed=2)
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
+    clean = WindowFigures(log=str(tmp_path / "log"), repository=repo, window=f"..{middle.isoformat()}")("toy")
+    shifted = WindowFigures(
+        log=str(tmp_path / "log"), repository=repo, window=f"{middle.isoformat()}..{later.isoformat()}"
+    )("toy")
+    assert (clean.window_items, shifted.window_items) == (200, 300)
+    assert not any(_groups(clean).values()) and _groups(shifted)["x"] is True
