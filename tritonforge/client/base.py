@@ -130,7 +130,8 @@ class ClientBase:
         **overrides: Any,
     ) -> None:
         self.settings = load_settings(settings, url=url, **overrides)
-        self._prediction_log, self._owns_log = _open_prediction_log(prediction_log)
+        chosen = prediction_log if prediction_log is not None else self.settings.prediction_log
+        self._prediction_log, self._owns_log = _open_prediction_log(chosen)
         self._clock = clock
         self._retry = RetryPolicy(
             retries=self.settings.retries,

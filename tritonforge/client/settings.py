@@ -99,6 +99,10 @@ class ClientSettings(BaseSettings):
     keepalive_timeout_s: float = Field(default=20.0, gt=0)
     """How long to wait for a keepalive ping's answer before the connection is considered dead."""
 
+    prediction_log: str | None = None
+    """Folder or URL (`s3://...`) of a Parquet prediction log to write every inference call to (sample rate 1.0,
+    default queue); None logs nothing. A `prediction_log=` argument of the client takes precedence."""
+
     round_robin: bool = False
     """Spread calls over every resolved address (`grpc.lb_policy_name=round_robin`), for `dns:///host:port` or a
     list such as `ipv4:10.0.0.1:8001,10.0.0.2:8001`; a retry then goes to the next server."""

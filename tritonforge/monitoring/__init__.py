@@ -5,15 +5,21 @@
     client = TritonClient("127.0.0.1:8001", prediction_log=logger)
     window = read_predictions("logs/", "digits", last=2000)
 
+The prediction log is records (the record and its Arrow schema), logger (sampling, queue, writer thread),
+parquet_sink and kafka_sink, log_reader (DuckDB) and labels; the analyses read it through log_reader.
+
 Heavy libraries (pyarrow, duckdb, confluent-kafka, scipy) are imported where they are used, not here.
 """
 
 from __future__ import annotations
 
+from tritonforge.monitoring.kafka_sink import KafkaSink
 from tritonforge.monitoring.log_reader import (
     LabelledItems,
+    LogSummary,
     PredictionWindow,
     join_labels,
+    log_summary,
     parse_window,
     read_labels,
     read_predictions,
@@ -24,8 +30,10 @@ from tritonforge.monitoring.records import LabelRecord, PredictionRecord, Tensor
 
 __all__ = [
     "Delivery",
+    "KafkaSink",
     "LabelRecord",
     "LabelledItems",
+    "LogSummary",
     "LoggerStats",
     "ParquetSink",
     "PredictionLogger",
@@ -34,6 +42,7 @@ __all__ = [
     "Sink",
     "TensorSummary",
     "join_labels",
+    "log_summary",
     "parse_window",
     "read_labels",
     "read_predictions",

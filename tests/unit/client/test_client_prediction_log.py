@@ -177,3 +177,10 @@ def test_async_infer_logs_once_and_returns_the_request_id(async_factory, fake, l
     assert window.request_ids.tolist() == ["a-1", "a-1"] and window.attributes["arm"].tolist() == ["b", "b"]
     assert logger.stats().logged == 1
     assert read_labels(tmp_path / "log")["label"].tolist() == [1, 2]
+
+
+def test_the_log_path_can_come_from_the_environment(factory, fake, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRITONFORGE_CLIENT_PREDICTION_LOG", str(tmp_path / "env-log"))
+    with TritonClient("127.0.0.1:8001", transport_factory=factory) as client:
+        request_id = client.infer(DIGITS, {"image": images(1)}).request_id
+    assert read_predictions(tmp_path / "env-log", DIGITS).request_ids.tolist() == [request_id]
