@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from tritonforge.monitoring.calibration import Calibrator
     from tritonforge.monitoring.config import MonitoringConfig
     from tritonforge.monitoring.drift import DriftReport
-    from tritonforge.monitoring.log_reader import PredictionWindow
+    from tritonforge.monitoring.log_reader import LabelledItems, PredictionWindow
     from tritonforge.monitoring.reference import Reference
 
 _LOGGER = logging.getLogger(__name__)
@@ -94,18 +94,23 @@ class WindowFigures:
         scores = _scores(window, known)
         drift = self._drift(window, known, config)
         quality, estimate, predictions = None, None, None
+        labelled = None
         if scores is not None:
+            from tritonforge.monitoring.log_reader import join_labels, read_labels
             from tritonforge.monitoring.quality import predicted_classes
 
             predictions = predicted_classes(scores)
-            quality = self._quality(window, predictions, known, config)
+            labelled = join_labels(window, read_labels(self.log, model))  # read once: quality and fairness share it
+            quality = self._quality(window, predictions, labelled, known, config)
             if known is not None and known.calibrator is not None:
                 from tritonforge.monitoring.calibration import estimate_accuracy
 
                 estimate = estimate_accuracy(
                     known.calibrator, scores, confidence_level=config.quality.confidence_level
                 ).value
-        fairness = self._fairness(window, predictions, config) if predictions is not None else []
+        fairness = (
+            [] if predictions is None or labelled is None else self._fairness(window, predictions, labelled, config)
+        )
         return ModelFigures(
             window_items=window.total_items,
             drift=drift,
@@ -182,12 +187,15 @@ class WindowFigures:
         return drift_groups(report)
 
     def _quality(
-        self, window: PredictionWindow, predictions: NDArray[Any], known: _Known | None, config: MonitoringConfig
+        self,
+        window: PredictionWindow,
+        predictions: NDArray[Any],
+        labelled: LabelledItems,
+        known: _Known | None,
+        config: MonitoringConfig,
     ) -> QualityFigures | None:
-        from tritonforge.monitoring.log_reader import join_labels, read_labels
         from tritonforge.monitoring.quality import quality_verdict, window_quality
 
-        labelled = join_labels(window, read_labels(self.log, window.model))
         if len(labelled.labels) == 0:
             return QualityFigures(labelled_items=0, label_coverage=0.0)
         positions = _positions(window, labelled.window)
@@ -219,15 +227,13 @@ class WindowFigures:
         )
 
     def _fairness(
-        self, window: PredictionWindow, predictions: NDArray[Any], config: MonitoringConfig
+        self, window: PredictionWindow, predictions: NDArray[Any], labelled: LabelledItems, config: MonitoringConfig
     ) -> list[FairnessGap]:
         from tritonforge.monitoring.fairness import window_fairness
-        from tritonforge.monitoring.log_reader import join_labels, read_labels
 
         attributes = [a for a in config.fairness.group_attributes if a in window.attributes]
         if not attributes:
             return []
-        labelled = join_labels(window, read_labels(self.log, window.model))
         labels = np.full(len(window), None, dtype=object)
         labels[_positions(window, labelled.window)] = labelled.labels
         gaps: dict[tuple[str, str], FairnessGap] = {}
