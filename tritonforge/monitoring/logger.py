@@ -1,4 +1,4 @@
-"""The prediction logger: sampled per model, handed to a background writer through a bounded queue.
+"""The prediction logger: sampled per model, handed to a background writer through a bounded queue (a deque).
 
     logger = PredictionLogger(ParquetSink("logs/"), sample_rates={"minilm": 0.1})
     client = TritonClient("127.0.0.1:8001", prediction_log=logger)
@@ -14,9 +14,9 @@ per-item size cap is reduced to its summary there, so the queue never holds larg
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
-import queue
 import random
 import threading
 import time
@@ -110,14 +110,8 @@ class LoggerStats:
     last_error: str = ""
 
 
-class _Flush:
-    """A marker: the writer writes everything before it, then sets `done`."""
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-
-
-_STOP = object()
+# How often the writer looks for records when nobody wakes it: a batch is due by count or by age before this.
+_TICK_S = 0.1
 
 
 def _check_rate(rate: float, what: str) -> float:
@@ -183,7 +177,13 @@ class PredictionLogger:
         self._flush_records = int(flush_records)
         self._flush_interval_s = float(flush_interval_s)
         self._rng = rng or random.Random()
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=int(queue_size))
+        # A deque, not a queue.Queue: append and popleft are atomic without a lock or a condition variable, so a
+        # call pays well under a microsecond for the hand-over, and the writer drains whole batches at once.
+        self._pending: collections.deque[PredictionRecord | LabelRecord] = collections.deque()
+        self._queue_size = int(queue_size)
+        self._wake = threading.Event()
+        self._flushes: list[threading.Event] = []
+        self._stopping = False
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(
             ("logged", "sampled_out", "dropped_queue_full", "dropped_sink_error", "written", "labels_written",
@@ -235,29 +235,27 @@ class PredictionLogger:
                 outputs=_snapshot(record.outputs, record.items, cap),
                 attributes={str(k): str(v) for k, v in record.attributes.items()},
             )
-            if self._closed:
+            if self._closed or len(self._pending) >= self._queue_size:
                 self._count("dropped_queue_full")
                 return False
-            self._queue.put_nowait(kept)
-        except queue.Full:
-            self._count("dropped_queue_full")
-            return False
+            self._pending.append(kept)
         except Exception:  # noqa: BLE001 - see log()
             _LOGGER.exception("prediction log: could not queue a record of model %s", record.model)
             self._count("dropped_queue_full")
             return False
         self._count("logged")
+        if len(self._pending) == self._flush_records:  # a full batch waits: wake the writer now, not at its tick
+            self._wake.set()
         return True
 
     def feedback(self, request_id: str, label: Any, *, item_index: int = 0, model: str | None = None) -> bool:
         """Queue a late label for one item of a logged request; True when queued (labels are never sampled)."""
         record = LabelRecord(request_id=str(request_id), item_index=int(item_index), label=str(label),
                              time=utc_now(), model=model)  # fmt: skip
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
+        if self._closed or len(self._pending) >= self._queue_size:
             self._count("labels_dropped")
             return False
+        self._pending.append(record)
         self._count("labels_queued")
         return True
 
@@ -265,23 +263,22 @@ class PredictionLogger:
         """Wait until everything queued before this call has reached the sink; False if that took over timeout_s."""
         if self._closed or not self._thread.is_alive():
             return False
-        marker = _Flush()
-        try:
-            self._queue.put(marker, timeout=timeout_s)
-        except queue.Full:
-            return False
-        return marker.done.wait(timeout_s)
+        done = threading.Event()
+        with self._lock:
+            self._flushes.append(done)
+        self._wake.set()
+        return done.wait(timeout_s)
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Write what is queued, close the sink and stop the writer; idempotent."""
         if self._closed:
             return
         self._closed = True
-        try:
-            self._queue.put(_STOP, timeout=timeout_s)
-        except queue.Full:
-            _LOGGER.warning("prediction log: queue still full after %.0f s at close; dropping its records", timeout_s)
+        self._stopping = True
+        self._wake.set()
         self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            _LOGGER.warning("prediction log: the writer did not finish within %.0f s at close", timeout_s)
 
     def __enter__(self) -> PredictionLogger:
         return self
@@ -353,31 +350,42 @@ class PredictionLogger:
         with self._lock:
             self._oldest_pending = None
 
-    def _run(self) -> None:
-        records: list[PredictionRecord] = []
-        labels: list[LabelRecord] = []
-        due = time.monotonic() + self._flush_interval_s
-        while True:
-            try:
-                item = self._queue.get(timeout=max(0.0, min(due - time.monotonic(), 1.0)))
-            except queue.Empty:
-                item = None
+    def _drain(self, records: list[PredictionRecord], labels: list[LabelRecord], limit: int) -> None:
+        pending = self._pending
+        while pending and len(records) < limit:
+            item = pending.popleft()
             if isinstance(item, PredictionRecord):
                 if not records:
                     with self._lock:
                         self._oldest_pending = item.time
                 records.append(item)
-            elif isinstance(item, LabelRecord):
+            else:
                 labels.append(item)
-            stop = item is _STOP
-            if stop or isinstance(item, _Flush) or len(records) + len(labels) >= self._flush_records \
-                    or time.monotonic() >= due:  # fmt: skip
-                self._write(records, labels)
-                due = time.monotonic() + self._flush_interval_s
-            elif item is None:
-                self._call_sink(self.sink.poll, None)
-            if isinstance(item, _Flush):
-                item.done.set()
-            if stop:
+
+    def _run(self) -> None:
+        records: list[PredictionRecord] = []
+        labels: list[LabelRecord] = []
+        due = time.monotonic() + self._flush_interval_s
+        while True:
+            self._wake.wait(_TICK_S)
+            self._wake.clear()
+            with self._lock:
+                flushes, self._flushes = self._flushes, []
+            stopping = self._stopping
+            # Everything queued before a flush or close request is written; a batch is at most flush_records.
+            while True:
+                self._drain(records, labels, self._flush_records)
+                full = len(records) >= self._flush_records
+                if full or ((flushes or stopping) and (records or labels)) or time.monotonic() >= due:
+                    if records or labels:
+                        self._write(records, labels)
+                    else:
+                        self._call_sink(self.sink.poll, None)
+                    due = time.monotonic() + self._flush_interval_s
+                if not (full or ((flushes or stopping) and self._pending)):
+                    break
+            for done in flushes:
+                done.set()
+            if stopping:
                 self._call_sink(self.sink.close, None)
                 return
