@@ -1,14 +1,16 @@
 """Quality of a window from late labels: metrics with intervals, label coverage, and a verdict against the reference.
 
     quality = window_quality(labels, predictions, served_items=len(window_predictions))
-    verdict = quality_verdict(quality, reference={"accuracy": 0.98, "f1_macro": 0.98}, config=QualityConfig())
+    reference = reference_quality(eval_labels, eval_predictions)       # the evaluation data, with intervals
+    verdict = quality_verdict(quality, reference=reference, config=QualityConfig())
     if verdict.alert: ...
 
 Point metrics come from scikit-learn (accuracy, precision / recall / F1 macro and per class, the confusion matrix).
 Accuracy's interval is Wilson's (scipy `binomtest(...).proportion_ci`); the macro metrics' intervals are percentile
 bootstraps over items (scipy `bootstrap`, fixed seed), computed from per-resample confusion counts so a thousand
-resamples of a 20,000-item window take a fraction of a second. A window alerts when a watched metric's upper bound lies
-below the reference minus the allowed drop: the drop is larger than chance explains.
+resamples of a 20,000-item window take a fraction of a second. A window alerts when a watched metric lies below the
+reference minus the allowed drop by more than chance explains: by more than the window's interval, combined with the
+reference's own when the reference comes with intervals (`reference_quality`).
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ class MetricCheck:
     reference: float
     value: float
     high: float
+    """The window's value plus the margin of the comparison: its interval's upper half-width, combined in quadrature
+    with the reference's lower half-width when the reference comes with intervals (both are samples)."""
     threshold: float
     """reference - allowed drop: the alert fires when `high` is below it."""
     alert: bool
@@ -184,9 +188,15 @@ def window_quality(
     )
 
 
-def quality_verdict(quality: WindowQuality, *, reference: Mapping[str, float], config: QualityConfig) -> QualityVerdict:
-    """Alert when a watched metric's upper bound lies below the reference's value minus `config.max_drop`.
+def quality_verdict(
+    quality: WindowQuality, *, reference: Mapping[str, float] | WindowQuality, config: QualityConfig
+) -> QualityVerdict:
+    """Alert when a watched metric is below the reference minus `config.max_drop` by more than chance explains.
 
+    With plain reference metrics, "more than chance" is the window's interval: its upper bound lies below the
+    threshold. With a reference that has its own intervals (a WindowQuality of the evaluation data, see
+    `reference_quality`), the reference's sampling error counts too: the two half-widths are combined in quadrature,
+    which keeps a few hundred reference items from turning their own noise into false alarms.
     A window with fewer labelled items than `config.min_labelled_items` gets no verdict (no alert): its interval is too
     wide to tell a drop from chance.
 
@@ -200,41 +210,54 @@ def quality_verdict(quality: WindowQuality, *, reference: Mapping[str, float], c
                 f"{quality.labelled_items} labelled items, below the {config.min_labelled_items} needed for a verdict"
             ),
         )
+    known = reference.metrics if isinstance(reference, WindowQuality) else reference
     checks = []
     for metric in config.alert_metrics:
-        if metric.value not in reference:
+        if metric.value not in known:
             raise ConfigError(
-                f"the reference has no {metric.value} (it has {', '.join(sorted(reference)) or 'no metrics'}); "
+                f"the reference has no {metric.value} (it has {', '.join(sorted(known)) or 'no metrics'}); "
                 "rebuild the reference with labels or drop it from quality.alert_metrics"
             )
         value = quality.metrics[metric.value]
-        threshold = float(reference[metric.value]) - config.max_drop
+        entry = known[metric.value]
+        ref_value = entry.value if isinstance(entry, MetricValue) else float(entry)
+        ref_margin = entry.value - entry.low if isinstance(entry, MetricValue) else 0.0
+        high = value.value + float(np.hypot(value.high - value.value, ref_margin))
+        threshold = ref_value - config.max_drop
         checks.append(
             MetricCheck(
                 metric=metric.value,
-                reference=float(reference[metric.value]),
+                reference=ref_value,
                 value=value.value,
-                high=value.high,
+                high=high,
                 threshold=threshold,
-                alert=value.high < threshold,
+                alert=high < threshold,
             )
         )
     dropped = [check for check in checks if check.alert]
     if dropped:
         reason = "; ".join(
-            f"{c.metric} {c.value:.3f} (upper bound {c.high:.3f}) below the reference {c.reference:.3f}"
+            f"{c.metric} {c.value:.3f} (+ margin {c.high - c.value:.3f}) below the reference {c.reference:.3f}"
             + (f" - {config.max_drop:g}" if config.max_drop else "")
             for c in dropped
         )
     else:
-        reason = "every watched metric is within its interval of the reference"
+        reason = "every watched metric is within chance of the reference"
     return QualityVerdict(alert=bool(dropped), reason=reason, checks=checks)
+
+
+def reference_quality(
+    labels: ArrayLike, predictions: ArrayLike, *, confidence_level: float = 0.95, seed: int = 0
+) -> WindowQuality:
+    """The reference's metrics with their intervals (evaluation labels and the model's predictions on them)."""
+    return window_quality(
+        labels, predictions, served_items=len(np.asarray(labels)), confidence_level=confidence_level, seed=seed
+    )
 
 
 def reference_metrics(labels: ArrayLike, predictions: ArrayLike) -> dict[str, float]:
     """The reference's metrics (evaluation labels and the model's predictions on them), in the window's terms."""
-    quality = window_quality(labels, predictions, served_items=len(np.asarray(labels)))
-    return {name: value.value for name, value in quality.metrics.items()}
+    return {name: value.value for name, value in reference_quality(labels, predictions).metrics.items()}
 
 
 def class_order(name: str) -> tuple[int, float, str]:
