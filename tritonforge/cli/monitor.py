@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from tritonforge.cli import monitor_drift, monitor_log, monitor_serve
+from tritonforge.cli import monitor_drift, monitor_log, monitor_quality, monitor_serve
 from tritonforge.cli.one_line_errors import one_line_errors
 
 monitor_app = typer.Typer(
@@ -21,3 +21,5 @@ monitor_app.command("drift")(one_line_errors(monitor_drift.drift))
 monitor_app.command("labels")(one_line_errors(monitor_log.labels))
 monitor_app.command("log-stats")(one_line_errors(monitor_log.log_stats))
 monitor_app.command("serve")(one_line_errors(monitor_serve.serve))
+monitor_app.command("quality")(one_line_errors(monitor_quality.quality))
+monitor_app.command("fairness")(one_line_errors(monitor_quality.fairness))
