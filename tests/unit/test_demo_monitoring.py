@@ -46,3 +46,14 @@ def test_table_shows_drifted_groups_and_the_quality_verdict() -> None:
     clean, shifted = table.splitlines()[1:]
     assert clean.split()[:3] == ["clean", "225", "225"] and clean.rstrip().endswith("ok      none")
     assert "0.860 [0.830, 0.870]" in shifted and shifted.rstrip().endswith("DROP    image")
+
+
+def test_the_demo_passes_only_when_its_monitoring_checks_pass() -> None:
+    from tritonforge.demo import DemoResult, demo_checks
+
+    result = DemoResult(served_accuracy=0.99, agreement=1.0, max_abs_logit_diff=0.0, loadtest_passed=True)
+    result.text = {"fp32_min": 0.9999}
+    false_alarm = _outcome(_window("clean", drifted=True), _window("shifted", drifted=True))
+    result.monitoring_checks = monitoring_checks(false_alarm)
+    result.checks = demo_checks(result)
+    assert result.checks["monitor: no drift in the clean window"] is False and not result.passed
