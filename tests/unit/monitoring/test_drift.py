@@ -154,3 +154,12 @@ def test_report_to_dict_is_json_ready():
 def test_settings_refuse_bad_alpha():
     with pytest.raises(ConfigError, match="alpha"):
         DriftSettings(alpha=1.5)
+
+
+def test_categorical_effect_is_the_same_at_every_window_size_when_the_shift_is_the_same():
+    """A 500-item reference against 200 or 20,000 items of the same shifted mix reads the same Cramér's V."""
+    reference = np.repeat(np.arange(10), 50)  # uniform over 10 classes
+    shifted = np.array([0, 1, 2] * 3 + list(range(3, 10)))  # classes 0-2 three times as often
+    effects = [categorical_test(reference, np.tile(shifted, n))[2] for n in (13, 125, 1250)]  # 208 .. 20,000 items
+    assert effects[0] > 0.2
+    assert max(effects) - min(effects) < 1e-3
