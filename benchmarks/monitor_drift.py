@@ -304,14 +304,16 @@ def million_item_window(case: dict[str, Any], items: int, work: Path) -> dict[st
         written += per_record * chunk
     write_seconds = time.perf_counter() - started
     code = (
-        "import json, resource, time, sys\n"
+        "import json, re, time, sys\n"
         "from pathlib import Path\n"
         "from tritonforge.monitoring.drift_report import drift_from_log\n"
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        # VmHWM (this process's own peak, reset by exec); ru_maxrss keeps the forking parent's peak across exec
+        "def hwm(): return int(re.search(r'VmHWM:\\s+(\\d+)', Path('/proc/self/status').read_text()).group(1))\n"
+        "base = hwm()\n"
         "t = time.perf_counter()\n"
         f"r = drift_from_log(log={str(work / 'log')!r}, repository=Path({str(repository)!r}), model='digits')\n"
-        "print(json.dumps({'seconds': time.perf_counter() - t, 'peak_rss_mib': resource.getrusage("
-        "resource.RUSAGE_SELF).ru_maxrss / 1024, 'rss_after_imports_mib': base / 1024, 'drifted': r.report.drifted,"
+        "print(json.dumps({'seconds': time.perf_counter() - t, 'peak_rss_mib': hwm() / 1024,"
+        " 'rss_after_imports_mib': base / 1024, 'drifted': r.report.drifted,"
         " 'n_window': r.report.n_window, 'n_window_total': r.report.n_window_total}))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=ROOT)
