@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tritonforge.errors import ConfigError
+from tritonforge.yaml_models import load_yaml_model
 
 TRITON_IMAGE = "ghcr.io/tritonforge/tritonforge-serving"
 """The serving image (docker/serving.Dockerfile: NGC Triton + tokenizers) whose tag the values set."""
@@ -71,18 +72,12 @@ def load_values(path: Path) -> DeployValues:
     Raises:
         ConfigError: the file is missing, not YAML, or a value is wrong (the message names the field).
     """
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"values file {path} does not exist; start from k8s/values.example.yaml") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from exc
-    try:
-        return DeployValues.model_validate(data or {})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise ConfigError(f"{path}: {where}: {first['msg']}; see k8s/values.example.yaml") from exc
+    return load_yaml_model(
+        path,
+        DeployValues,
+        missing=f"values file {path} does not exist; start from k8s/values.example.yaml",
+        fields_hint="see k8s/values.example.yaml",
+    )
 
 
 def overlay_kustomization(values: DeployValues, overlay_dir: Path, *, root: Path) -> dict[str, Any]:

@@ -20,10 +20,9 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from tritonforge.errors import ConfigError
+from tritonforge.yaml_models import load_yaml_model
 
 MONITORING_FILE = "monitoring.yaml"
 """The config's file name inside a model's folder of the repository."""
@@ -127,19 +126,9 @@ def parse_monitoring_config(path: Path) -> MonitoringConfig:
     Raises:
         ConfigError: the file is missing, not YAML, or a value is wrong (the message names the field).
     """
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(
-            f"monitoring config {path} does not exist; write one or leave it out for the defaults"
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from exc
-    try:
-        return MonitoringConfig.model_validate(data or {})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise ConfigError(
-            f"{path}: {where}: {first['msg']}; see tritonforge/monitoring/config.py for the fields"
-        ) from exc
+    return load_yaml_model(
+        path,
+        MonitoringConfig,
+        missing=f"monitoring config {path} does not exist; write one or leave it out for the defaults",
+        fields_hint="see tritonforge/monitoring/config.py for the fields",
+    )
